@@ -1,0 +1,210 @@
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.losses import (
+    CoConLossConfig,
+    cocon_loss,
+    cooperative_loss,
+    cpc_accuracy,
+    cpc_logits,
+    cpc_loss,
+    pool_blocks,
+    sync_loss,
+)
+
+
+def unit_maps(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Random maps [B, N, D, s, s], unit vectors over D."""
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=gen), dim=2)
+
+
+def test_cpc_uniform_scores_give_log_m():
+    target = unit_maps(2, 3, 4, 2, 2)
+    m = 2 * 3 * 2 * 2
+    loss, logits = cpc_loss(torch.zeros_like(target), target, temperature=0.07)
+    assert logits.shape == (m, m)
+    assert loss.item() == pytest.approx(math.log(m), abs=1e-6)
+    # Predictions orthogonal to every target: all targets live in dims 0-2, predictions in dim 3.
+    target = F.normalize(torch.cat([torch.rand(2, 3, 3, 2, 2) + 0.1, torch.zeros(2, 3, 1, 2, 2)], dim=2), dim=2)
+    pred = torch.zeros_like(target)
+    pred[:, :, 3] = 1.0
+    loss, _ = cpc_loss(pred, target, temperature=0.07)
+    assert loss.item() == pytest.approx(math.log(m), abs=1e-6)
+
+
+def test_cpc_perfect_predictor():
+    b, p, s = 2, 2, 2
+    m = b * p * s * s
+    # Row i of the identity is the target of flattened position i = (b, p, y, x).
+    target = torch.eye(m).reshape(b, p, s, s, m).permute(0, 1, 4, 2, 3)  # [B, P, D=M, s, s]
+    loss, logits = cpc_loss(target.clone(), target, temperature=0.01)
+    assert loss.item() < 1e-6
+    assert torch.equal(logits.diagonal(), torch.full((m,), 100.0))
+    assert cpc_accuracy(logits) == [1.0, 1.0]
+
+
+def test_cpc_logits_match_loop_reference():
+    b, p, d, s = 2, 2, 4, 2
+    pred, target = unit_maps(b, p, d, s, s, seed=1), unit_maps(b, p, d, s, s, seed=2)
+    temp = 0.5
+    logits = cpc_logits(pred, target, temp)
+    positions = list(itertools.product(range(b), range(p), range(s), range(s)))
+    ref = torch.zeros(len(positions), len(positions))
+    for i, (bi, pi, yi, xi) in enumerate(positions):
+        for j, (bj, pj, yj, xj) in enumerate(positions):
+            ref[i, j] = pred[bi, pi, :, yi, xi] @ target[bj, pj, :, yj, xj] / temp
+    torch.testing.assert_close(logits, ref)
+    # Row i's positive is the same (b, p, y, x): cross-entropy = mean of -log softmax on the diagonal.
+    loss, _ = cpc_loss(pred, target, temp)
+    torch.testing.assert_close(loss, -ref.log_softmax(dim=1).diagonal().mean())
+
+
+def test_cpc_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        cpc_logits(unit_maps(2, 3, 4, 2, 2), unit_maps(2, 2, 4, 2, 2), 0.07)
+    with pytest.raises(ValueError, match="temperature"):
+        cpc_logits(unit_maps(2, 3, 4, 2, 2), unit_maps(2, 3, 4, 2, 2), 0.0)
+
+
+def test_cpc_accuracy_hand_case():
+    # Row 0: diagonal ranks 1st; row 1: 2nd; row 2: 3rd; row 3: 4th.
+    logits = torch.tensor(
+        [
+            [9.0, 1.0, 2.0, 3.0],
+            [5.0, 4.0, 1.0, 0.0],
+            [7.0, 6.0, 5.0, 0.0],
+            [9.0, 8.0, 7.0, 1.0],
+        ]
+    )
+    assert cpc_accuracy(logits, (1, 2, 3)) == pytest.approx([0.25, 0.5, 0.75])
+    # k above M counts every row.
+    assert cpc_accuracy(logits[:2, :2], (1, 3)) == pytest.approx([0.5, 1.0])
+
+
+def test_pool_blocks_hand_case():
+    feature = torch.zeros(1, 1, 2, 2, 2)  # [B, N, D, s, s]
+    feature[0, 0, 0] = torch.tensor([[1.0, 3.0], [0.0, 0.0]])  # avg 1, max 3
+    feature[0, 0, 1] = torch.tensor([[0.0, 0.0], [4.0, 0.0]])  # avg 1, max 4
+    avg = pool_blocks(feature, "avg")
+    mx = pool_blocks(feature, "max")
+    assert avg.shape == (1, 1, 2)
+    torch.testing.assert_close(avg[0, 0], torch.tensor([1.0, 1.0]) / math.sqrt(2))
+    torch.testing.assert_close(mx[0, 0], torch.tensor([0.6, 0.8]))  # [3, 4] / 5
+    pooled = pool_blocks(torch.randn(3, 4, 8, 2, 2), "avg")
+    torch.testing.assert_close(pooled.norm(dim=-1), torch.ones(3, 4))
+    with pytest.raises(ValueError, match="'median'"):
+        pool_blocks(feature, "median")
+
+
+def test_sync_and_coop_hand_case():
+    # B=1, N=2, D=2.
+    u = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])
+    v = torch.tensor([[[0.8, 0.6], [-0.6, 0.8]]])
+    # S = u vᵀ = [[0.8, -0.6], [0.96, 0.28]]
+    # positives (diagonal): mean(1 - 0.8, 1 - 0.28) = mean(0.2, 0.72) = 0.46
+    # negatives: mean(max(0, -0.6), max(0, 0.96)) = mean(0, 0.96) = 0.48
+    # sync = 0.5 * 0.46 + 0.5 * 0.48 = 0.47
+    assert sync_loss(u, v).item() == pytest.approx(0.47, abs=1e-6)
+    # C_u = [[1, 0.6], [0.6, 1]]; C_v = [[1, -0.48 + 0.48], [0, 1]] = I
+    # |C_u - C_v| = [[0, 0.6], [0.6, 0]] -> mean 1.2 / 4 = 0.3
+    assert cooperative_loss(u, v).item() == pytest.approx(0.3, abs=1e-6)
+
+
+def test_sync_matches_masked_formula():
+    u = F.normalize(torch.randn(3, 4, 8), dim=-1)
+    v = F.normalize(torch.randn(3, 4, 8), dim=-1)
+    s = u.reshape(12, 8) @ v.reshape(12, 8).T
+    eye = torch.eye(12, dtype=torch.bool)
+    ref = 0.5 * (1 - s[eye]).mean() + 0.5 * s[~eye].clamp(min=0).mean()
+    torch.testing.assert_close(sync_loss(u, v), ref)
+
+
+def test_identical_views_and_bad_input():
+    u = F.normalize(torch.randn(2, 3, 8), dim=-1)
+    assert cooperative_loss(u, u.clone()).item() == 0.0
+    with pytest.raises(ValueError, match="negatives"):
+        sync_loss(u[:1, :1], u[:1, :1])
+    with pytest.raises(ValueError, match="same shape"):
+        sync_loss(u, u[:, :2])
+    with pytest.raises(ValueError, match="same shape"):
+        cooperative_loss(u, u[:1])
+
+
+def test_cocon_single_view_is_dpc():
+    pred, feature = unit_maps(2, 3, 8, 2, 2, seed=1), unit_maps(2, 5, 8, 2, 2, seed=2)
+    total, stats = cocon_loss({"imgs": (pred, feature)}, CoConLossConfig())
+    assert set(stats) == {"cpc/imgs", "cpc_top1/imgs", "cpc_top3/imgs", "total"}
+    torch.testing.assert_close(total, cpc_loss(pred, feature[:, -3:], 0.07)[0])
+    assert 0.0 <= stats["cpc_top1/imgs"].item() <= stats["cpc_top3/imgs"].item() <= 1.0
+
+
+def test_cocon_two_views_total_keys_and_grads():
+    # Different s per view: imgs s=4, kphm s=2; shared B, N, D.
+    views = {
+        "imgs": (unit_maps(2, 3, 8, 4, 4, seed=1), unit_maps(2, 5, 8, 4, 4, seed=2)),
+        "kphm": (unit_maps(2, 3, 8, 2, 2, seed=3), unit_maps(2, 5, 8, 2, 2, seed=4)),
+    }
+    views = {k: (p.requires_grad_(), f.requires_grad_()) for k, (p, f) in views.items()}
+    cfg = CoConLossConfig(temperature=0.1, msync_wt=3.0, dot_wt=5.0, pool="max")
+    total, stats = cocon_loss(views, cfg)
+    assert set(stats) == {
+        "cpc/imgs", "cpc_top1/imgs", "cpc_top3/imgs",
+        "cpc/kphm", "cpc_top1/kphm", "cpc_top3/kphm",
+        "sync/imgs-kphm", "coop/imgs-kphm", "total",
+    }
+    assert all(not t.requires_grad and t.dim() == 0 for t in stats.values())
+    u = pool_blocks(views["imgs"][1], "max")
+    v = pool_blocks(views["kphm"][1], "max")
+    manual = (
+        cpc_loss(views["imgs"][0], views["imgs"][1][:, -3:], 0.1)[0]
+        + cpc_loss(views["kphm"][0], views["kphm"][1][:, -3:], 0.1)[0]
+        + 3.0 * sync_loss(u, v)
+        + 5.0 * cooperative_loss(u, v)
+    )
+    torch.testing.assert_close(total, manual)
+    torch.testing.assert_close(stats["total"], manual.detach())
+    torch.testing.assert_close(stats["sync/imgs-kphm"], sync_loss(u, v).detach())
+    total.backward()
+    for pred, feature in views.values():
+        assert pred.grad is not None and pred.grad.abs().sum() > 0
+        assert feature.grad is not None and feature.grad.abs().sum() > 0
+
+
+def test_cocon_three_views_pairs_follow_dict_order():
+    views = {name: (unit_maps(2, 2, 4, 1, 1, seed=i), unit_maps(2, 4, 4, 1, 1, seed=i + 10))
+             for i, name in enumerate(["seg", "imgs", "flow"])}
+    _, stats = cocon_loss(views, CoConLossConfig())
+    assert {k for k in stats if k.startswith("sync/")} == {"sync/seg-imgs", "sync/seg-flow", "sync/imgs-flow"}
+
+
+def test_cocon_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one view"):
+        cocon_loss({}, CoConLossConfig())
+    with pytest.raises(ValueError, match="'imgs'"):
+        cocon_loss({"imgs": (unit_maps(2, 3, 4, 2, 2), unit_maps(2, 2, 4, 2, 2))}, CoConLossConfig())
+
+
+def test_adam_lowers_total_loss():
+    torch.manual_seed(0)
+    params = {
+        "imgs": (torch.randn(2, 3, 8, 2, 2, requires_grad=True), torch.randn(2, 5, 8, 2, 2, requires_grad=True)),
+        "flow": (torch.randn(2, 3, 8, 2, 2, requires_grad=True), torch.randn(2, 5, 8, 2, 2, requires_grad=True)),
+    }
+    opt = torch.optim.Adam([t for pair in params.values() for t in pair], lr=0.05)
+    cfg = CoConLossConfig()
+
+    def step() -> float:
+        outputs = {k: (F.normalize(p, dim=2), F.normalize(f, dim=2)) for k, (p, f) in params.items()}
+        total, _ = cocon_loss(outputs, cfg)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        return total.item()
+
+    losses = [step() for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]

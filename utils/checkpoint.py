@@ -1,0 +1,157 @@
+"""Checkpoints: atomic saves, pruning, and safe loading of ours, DPC's and the original CoCon's.
+
+A checkpoint is untrusted input: it is loaded with ``weights_only=True`` (no arbitrary pickle code),
+and a missing, truncated or foreign file raises :class:`CheckpointError` — never a silent run with
+random weights.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_DUPLICATE_GRU = re.compile(r"(^|\.)ConvGRUCell_(\d+)\.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: missing, unreadable, or holding no weights."""
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prune_epochs(folder: str | Path, prefix: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` files named ``<prefix><epoch>.pth.tar``; return the deleted."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.pth\.tar$")
+    found = sorted(
+        ((int(m.group(1)), p) for p in Path(folder).glob(f"{prefix}*.pth.tar") if (m := pattern.match(p.name))),
+        key=lambda item: item[0],
+    )
+    stale = [p for _, p in found[: max(0, len(found) - keep)]]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict safely (``weights_only``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "it may be truncated, corrupt, or not a PyTorch checkpoint"
+        ) from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
+    return obj
+
+
+def state_dict_of(checkpoint: dict, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """The weights inside a checkpoint dict (its ``state_dict``, or the dict itself if it is one)."""
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state_dict of tensors (keys: {sorted(checkpoint)[:8]})")
+    return state
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Normalise foreign key names to ours.
+
+    - strips DataParallel/DDP ``module.`` prefixes;
+    - the original ConvGRU registered each cell twice (``cell_list.0.*`` and ``ConvGRUCell_00.*``):
+      the duplicate is renamed to ``cell_list.N.*`` when that key is absent and dropped otherwise.
+    """
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        cleaned[key] = value
+    for key in [k for k in cleaned if _DUPLICATE_GRU.search(k)]:
+        value = cleaned.pop(key)
+        canonical = _DUPLICATE_GRU.sub(lambda m: f"{m.group(1)}cell_list.{int(m.group(2))}.", key, count=1)
+        cleaned.setdefault(canonical, value)
+    return cleaned
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did: keys loaded, the model's keys left untouched, the file's keys
+    the model has no place for, and keys whose shapes differ."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (" …" if len(keys) > 5 else "")
+
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"not in checkpoint ({len(self.missing)}, left as initialised): {head(self.missing)}")
+        if self.unexpected:
+            lines.append(f"unused from checkpoint ({len(self.unexpected)}): {head(self.unexpected)}")
+        if self.mismatched:
+            lines.append(f"shape mismatch ({len(self.mismatched)}, left as initialised): {head(self.mismatched)}")
+        return "; ".join(lines)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> LoadReport:
+    """Copy every tensor of ``state`` whose name and shape match into ``model``.
+
+    Args:
+        model: the network (unwrap DataParallel/DDP first, or pass the wrapper: prefixes are handled).
+        state: a state dict in our, DPC's or the original CoCon's naming.
+        source: the file name, for messages.
+
+    Raises:
+        CheckpointError: when not a single tensor matches (wrong view, network or file).
+    """
+    model = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    state = clean_state_dict(state)
+    own = model.state_dict()
+    report = LoadReport()
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    if not usable:
+        raise CheckpointError(
+            f"no tensor of {source} matches the model (e.g. file key {next(iter(state), '-')!r}, model key "
+            f"{next(iter(own), '-')!r}): is it a checkpoint of another view or network?"
+        )
+    model.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    report.missing = sorted(k for k in own if k not in usable)
+    return report

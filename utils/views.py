@@ -1,0 +1,99 @@
+"""The views CoCon learns from: their channels, where they live on disk and how big they are fed.
+
+A view of a video is found from its RGB frame folder: the tree ``<root>/<dataset>/frame/<class>/<video>``
+has siblings ``flow/``, ``farne/``, ``heatmaps/`` and ``segmasks/`` under the same dataset root.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class View:
+    """One input view.
+
+    Args:
+        name: the name used on the command line (``--modalities imgs_flow``).
+        channels: channels of the tensor fed to the encoder.
+        folder: the sibling folder of ``frame/`` that holds this view.
+        pattern: file name of frame ``i`` (1-based), formatted with ``i``.
+        max_size: largest spatial size the view is fed at (``None``: up to the full ``--img_dim``).
+        fixed_size: a size the view is always fed at, whatever ``--img_dim`` is.
+        is_flow: the first channel is a horizontal displacement, negated by a horizontal flip.
+    """
+
+    name: str
+    channels: int
+    folder: str
+    pattern: str
+    max_size: int | None = None
+    fixed_size: int | None = None
+    is_flow: bool = False
+
+    def size(self, img_dim: int) -> int:
+        """Spatial size of this view's input when RGB is fed at ``img_dim``."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        if self.max_size is not None:
+            return min(img_dim, self.max_size)
+        return img_dim
+
+
+VIEWS: dict[str, View] = {
+    "imgs": View("imgs", 3, "frame", "image_{:05d}.jpg"),
+    "flow": View("flow", 2, "flow", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
+    "farne": View("farne", 2, "farne", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
+    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", fixed_size=64),
+    "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", fixed_size=64),
+}
+
+# Depth order of the backbones; views other than RGB never go deeper than resnet18 (as in the paper).
+_DEPTH_ORDER = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def parse_views(spec: str, flag: str = "--modalities") -> list[str]:
+    """Split an underscore-joined view list (``imgs_flow_seg_kphm``) and check every name.
+
+    Raises:
+        ValueError: naming ``flag`` for an empty list, an unknown or a repeated view.
+    """
+    names = [n for n in spec.split("_") if n]
+    if not names:
+        raise ValueError(f"{flag} is empty; expected views joined by '_' from {sorted(VIEWS)}")
+    unknown = [n for n in names if n not in VIEWS]
+    if unknown:
+        raise ValueError(f"{flag} {spec!r}: unknown view(s) {unknown}; known views are {sorted(VIEWS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{flag} {spec!r} names a view twice")
+    return names
+
+
+def view_backbone(view: str, net: str) -> str:
+    """Backbone of ``view`` when RGB uses ``net``: only RGB may be deeper than resnet18."""
+    if view == "imgs" or net not in _DEPTH_ORDER:
+        return net
+    return min(net, "resnet18", key=_DEPTH_ORDER.index)
+
+
+def view_dir(frame_dir: str | Path, view: str) -> Path:
+    """Folder of ``view`` for the video whose RGB frames are in ``frame_dir``.
+
+    The last path component named ``frame`` is swapped for the view's folder.
+
+    Raises:
+        ValueError: when ``frame_dir`` has no ``frame`` component (the layout of SPEC.md).
+    """
+    path = Path(frame_dir)
+    folder = VIEWS[view].folder
+    if folder == "frame":
+        return path
+    parts = list(path.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "frame":
+            parts[i] = folder
+            return Path(*parts)
+    raise ValueError(
+        f"cannot locate the {view!r} view of {frame_dir}: the frame folder must sit under a "
+        f"'.../frame/<class>/<video>' tree with a sibling '{folder}/' tree"
+    )
