@@ -14,6 +14,7 @@ from utils.augmentation import (
     random_sized_crop,
     transform_view,
 )
+from utils.views import VIEWS
 
 
 def _ramp_clip(t=4, c=2, h=8, w=12):
@@ -38,7 +39,7 @@ def test_flip_in_transform_view_negates_stored_flow_around_128():
     clip = torch.full((3, 2, 4, 4), 128, dtype=torch.uint8)
     clip[:, 0] = 255
     geometry = ClipGeometry(0, 0, 1, 1, flip=True)
-    out = transform_view(clip, is_flow=True, is_rgb=False, geometry=geometry, size=4)
+    out = transform_view(clip, VIEWS["flow"], geometry=geometry, size=4)
     assert torch.allclose(out[:, 0], torch.full((3, 4, 4), -0.5))
     assert torch.allclose(out[:, 1], torch.full((3, 4, 4), 128 / 255 - 0.5))
 
@@ -103,15 +104,23 @@ def test_random_grayscale_all_or_nothing():
 
 def test_rgb_evaluation_pipeline_normalises_with_imagenet_stats():
     clip = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
-    out = transform_view(clip, is_flow=False, is_rgb=True, geometry=ClipGeometry(0, 0, 1, 1), size=4)
+    out = transform_view(clip, VIEWS["imgs"], geometry=ClipGeometry(0, 0, 1, 1), size=4)
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out[0, :, 0, 0], expected)
 
 
-@pytest.mark.parametrize("channels", [1, 2, 3, 17])
-def test_transform_view_handles_any_channel_count(channels):
+@pytest.mark.parametrize("view", ["imgs", "flow", "kphm", "seg"])
+def test_transform_view_handles_any_channel_count(view):
+    channels = VIEWS[view].channels
     clip = torch.randint(0, 256, (6, channels, 30, 40), dtype=torch.uint8)
     geometry = random_sized_crop(np.random.default_rng(1), 40 / 30)
-    out = transform_view(clip, is_flow=channels == 2, is_rgb=channels == 3, geometry=geometry, size=16,
-                         rng=np.random.default_rng(1))
+    out = transform_view(clip, VIEWS[view], geometry=geometry, size=16, rng=np.random.default_rng(1))
     assert out.shape == (6, channels, 16, 16) and out.dtype == torch.float32
+
+
+def test_flipped_heatmaps_swap_left_and_right_joints():
+    clip = torch.zeros(1, 17, 4, 4, dtype=torch.uint8)
+    clip[0, 9, :, 0] = 255  # left wrist (COCO 9) in the image's left column
+    out = transform_view(clip, VIEWS["kphm"], ClipGeometry(0, 0, 1, 1, flip=True), size=4)
+    assert out[0, 10, :, 3].eq(1).all()  # now a right wrist (COCO 10) in the right column
+    assert out[0, 9].eq(0).all()

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+
+from utils.views import View
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,9 +98,19 @@ def crop_resize(clip: torch.Tensor, geometry: ClipGeometry, size: int) -> torch.
     return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def hflip(clip: torch.Tensor, is_flow: bool = False) -> torch.Tensor:
-    """Mirror every frame left-right; for a zero-centred flow clip also negate the x channel."""
+def hflip(clip: torch.Tensor, is_flow: bool = False, channels: Sequence[int] | None = None) -> torch.Tensor:
+    """Mirror every frame left-right.
+
+    Args:
+        clip: ``[T, C, H, W]``.
+        is_flow: the clip is zero-centred flow (x, y): negate x, since motion to the right
+            becomes motion to the left.
+        channels: channel order of the mirrored clip (keypoint heatmaps: a left wrist becomes
+            a right wrist).
+    """
     flipped = clip.flip(-1)
+    if channels is not None:
+        flipped = flipped[:, list(channels)]
     if is_flow:
         flipped[:, 0] = -flipped[:, 0]
     return flipped
@@ -147,8 +160,7 @@ def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...
 
 def transform_view(
     clip: torch.Tensor,
-    is_flow: bool,
-    is_rgb: bool,
+    view: View,
     geometry: ClipGeometry,
     size: int,
     rng: np.random.Generator | None = None,
@@ -157,8 +169,8 @@ def transform_view(
 
     Args:
         clip: uint8 ``[T, C, H, W]`` as stored on disk (flow: 128 = no motion).
-        is_flow: map to about [-0.5, 0.5] and negate x on a flip.
-        is_rgb: apply colour jitter and grayscale (when ``rng`` is given) and ImageNet normalisation.
+        view: the view (flow maps to about [-0.5, 0.5]; RGB gets colour augmentation and
+            ImageNet normalisation; the flip is sign- and channel-correct for every view).
         geometry: the sample's crop box and flip, shared by all its views.
         size: output side in pixels.
         rng: the sample's generator for photometric draws; ``None`` for evaluation.
@@ -167,11 +179,11 @@ def transform_view(
         float32 ``[T, C, size, size]``.
     """
     x = crop_resize(clip, geometry, size).div_(255)
-    if is_flow:
+    if view.is_flow:
         x.sub_(0.5)
     if geometry.flip:
-        x = hflip(x, is_flow=is_flow)
-    if is_rgb:
+        x = hflip(x, is_flow=view.is_flow, channels=view.flip_channels)
+    if view.is_rgb:
         if rng is not None:
             x = random_grayscale(color_jitter(x, rng), rng)
         x = normalize(x, IMAGENET_MEAN, IMAGENET_STD)

@@ -366,7 +366,7 @@ class MultiViewClipDataset(Dataset):
         geometry = self._geometry(rng, first.shape[-1] / first.shape[-2])
         item: dict = {"label": entry.label, "index": index}
         for view in self.views:
-            clip = transform_view(raw[view], VIEWS[view].is_flow, view == "imgs", geometry, self.sizes[view], rng)
+            clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view], rng)
             item[view] = _blocks(clip, self.num_seq, self.seq_len)
         return item
 
@@ -405,7 +405,7 @@ class VideoGroupDataset(Dataset):
         geometry = center_square(first.shape[-1] / first.shape[-2])
         item: dict = {"label": entry.label, "index": index}
         for view in self.views:
-            clip = transform_view(raw[view], VIEWS[view].is_flow, view == "imgs", geometry, self.sizes[view])
+            clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view])
             blocks = _blocks(clip, g * self.num_seq, self.seq_len)  # [G·N, C, SL, S, S]
             item[view] = blocks.view(g, self.num_seq, *blocks.shape[1:])
         return item

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from process_data.keypoints import FLIP_PERMUTATION
+
 
 @dataclass(frozen=True)
 class View:
@@ -21,6 +23,7 @@ class View:
         max_size: largest spatial size the view is fed at (``None``: up to the full ``--img_dim``).
         fixed_size: a size the view is always fed at, whatever ``--img_dim`` is.
         is_flow: the first channel is a horizontal displacement, negated by a horizontal flip.
+        flip_channels: channel order after a horizontal flip (left and right joints swap places).
     """
 
     name: str
@@ -30,6 +33,12 @@ class View:
     max_size: int | None = None
     fixed_size: int | None = None
     is_flow: bool = False
+    flip_channels: tuple[int, ...] | None = None
+
+    @property
+    def is_rgb(self) -> bool:
+        """RGB gets colour augmentation and ImageNet normalisation."""
+        return self.name == "imgs"
 
     def size(self, img_dim: int) -> int:
         """Spatial size of this view's input when RGB is fed at ``img_dim``."""
@@ -44,7 +53,7 @@ VIEWS: dict[str, View] = {
     "imgs": View("imgs", 3, "frame", "image_{:05d}.jpg"),
     "flow": View("flow", 2, "flow", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
     "farne": View("farne", 2, "farne", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
-    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", fixed_size=64),
+    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", fixed_size=64, flip_channels=FLIP_PERMUTATION),
     "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", fixed_size=64),
 }
 

@@ -1,0 +1,233 @@
+"""Helpers shared by the preprocessing scripts: atomic outputs, a parallel map, folder listings.
+
+Every per-video output folder is built under a temporary sibling name and renamed into place
+only when complete, so "the folder exists" means "the video is done" and a killed run can be
+resumed by skipping existing folders.
+"""
+import contextlib
+import fnmatch
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm")
+FRAME_GLOB = "image_*.jpg"
+_TMP_TAG = ".tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_name(final: Path, pid: int) -> Path:
+    return final.with_name(f".{final.name}{_TMP_TAG}{pid}")
+
+
+def clean_stale_temps(final: Path) -> list[Path]:
+    """Remove temporary siblings of `final` left by runs that are no longer alive.
+
+    Args:
+        final: the output path whose `.<name>.tmp-<pid>` siblings are checked.
+    Returns:
+        the removed paths.
+    """
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for tmp in final.parent.glob(f".{final.name}{_TMP_TAG}*"):
+        pid_text = tmp.name.rsplit(_TMP_TAG, 1)[1]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue  # another live run is writing it
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+        removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder that becomes `final` when the block succeeds.
+
+    The temporary folder is `.<name>.tmp-<pid>` next to `final`; stale ones left by killed runs
+    are removed first. On an exception the temporary folder is deleted and the exception re-raised.
+
+    Args:
+        final: the folder to create; it must not exist yet.
+    Raises:
+        FileExistsError: `final` already exists.
+    """
+    final = Path(final)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; refusing to overwrite a finished output")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(final)
+    tmp = _temp_name(final, os.getpid())
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary sibling file and os.replace.
+
+    Args:
+        path: destination file; its parent folder is created if needed.
+        text: the full file content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path, os.getpid())
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _call(fn: Callable[[T], R], item: T) -> R | Exception:
+    try:
+        return fn(item)
+    except Exception as exc:  # reported per item by the caller, so one bad video stops nothing
+        return exc
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: str) -> list[R | Exception]:
+    """Apply `fn` to every item, in a (spawned) process pool when `workers > 1`, with a tqdm bar.
+
+    An exception raised by `fn` for one item is caught and returned in that item's slot, so
+    callers test `isinstance(result, Exception)`; the other items still run. If the pool itself
+    breaks (a worker killed by a signal), the items it did not finish get that error.
+    With workers, `fn` and its arguments are pickled to spawned processes.
+
+    Args:
+        fn: a picklable (module-level) function of one item.
+        items: the inputs.
+        workers: number of processes; 1 or less runs in this process.
+        desc: label of the progress bar.
+    Returns:
+        one result (or exception) per item, in the order of `items`.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [_call(fn, item) for item in tqdm(items, desc=desc)]
+    results: list[R | Exception | None] = [None] * len(items)
+    # spawn, not fork: a child forked after OpenCV or torch started their thread pools can deadlock
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+        futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
+            try:
+                results[futures[fut]] = fut.result()
+            except Exception as exc:  # a broken pool, or a result or error that could not be pickled back
+                results[futures[fut]] = exc
+    return results
+
+
+def list_videos(video_root: Path, exts: Sequence[str] = VIDEO_EXTS) -> list[Path]:
+    """List video files laid out as `<video_root>/<class>/<video>.<ext>`, sorted.
+
+    Args:
+        video_root: folder of class folders.
+        exts: accepted file extensions (lower case, with the dot); matched case-insensitively.
+    Raises:
+        FileNotFoundError: `video_root` is not a folder.
+    """
+    video_root = Path(video_root)
+    if not video_root.is_dir():
+        raise FileNotFoundError(f"video root {video_root} is not a folder (expected <root>/<class>/<video>)")
+    exts = tuple(e.lower() for e in exts)
+    return sorted(
+        p for p in video_root.glob("*/*")
+        if p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith(".")
+        and p.suffix.lower() in exts
+    )
+
+
+def list_video_dirs(frame_root: Path) -> list[Path]:
+    """List per-video folders laid out as `<frame_root>/<class>/<video>/`, sorted, skipping hidden (temporary) ones.
+
+    Args:
+        frame_root: folder of class folders.
+    Raises:
+        FileNotFoundError: `frame_root` is not a folder.
+    """
+    frame_root = Path(frame_root)
+    if not frame_root.is_dir():
+        raise FileNotFoundError(f"frame root {frame_root} is not a folder (expected <root>/<class>/<video>/)")
+    return sorted(
+        p for p in frame_root.glob("*/*")
+        if p.is_dir() and not p.name.startswith(".") and not p.parent.name.startswith(".")
+    )
+
+
+def frame_name(index: int) -> str:
+    """`image_00001.jpg` for `index` 1 (frames are 1-based, 5 digits)."""
+    return f"image_{index:05d}.jpg"
+
+
+def count_frames(video_dir: Path, pattern: str = FRAME_GLOB) -> int:
+    """Number of files matching `pattern` (default `image_*.jpg`) in `video_dir`; 0 if it does not exist.
+
+    Args:
+        video_dir: one video's frame folder.
+        pattern: glob of the files to count.
+    """
+    try:
+        return sum(1 for e in os.scandir(video_dir) if fnmatch.fnmatchcase(e.name, pattern))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+
+
+def sibling_view_root(frame_root: Path, view_folder: str) -> Path:
+    """Map a frame root to the parallel root of another view, as the data loader does.
+
+    The last path component named `frame` is replaced: `…/<dataset>/frame` -> `…/<dataset>/<view_folder>`,
+    and `…/kinetics400/frame/train` -> `…/kinetics400/<view_folder>/train`.
+
+    Args:
+        frame_root: the RGB frame root (resolved to an absolute path).
+        view_folder: the view's folder name, e.g. `flow`, `farne`, `heatmaps`, `segmasks`.
+    Raises:
+        ValueError: `frame_root` has no component named `frame`, so the loader could not find the view.
+    """
+    parts = list(Path(frame_root).resolve().parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "frame":
+            parts[i] = view_folder
+            return Path(*parts)
+    raise ValueError(f"frame root {frame_root} has no 'frame' folder in its path (expected …/<dataset>/frame); "
+                     f"pass the {view_folder} root explicitly")
+
+
+def write_failed_list(out_root: Path, failures: Sequence[tuple[str, str]]) -> Path:
+    """Write `<out_root>/failed.txt` atomically, one `<name>\\t<reason>` line per failure (empty when none).
+
+    Args:
+        out_root: output root of the run.
+        failures: (item name, one-line reason) pairs.
+    """
+    lines = "".join(f"{name}\t{' '.join(str(reason).split())}\n" for name, reason in failures)
+    path = Path(out_root) / "failed.txt"
+    atomic_write_text(path, lines)
+    return path

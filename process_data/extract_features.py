@@ -1,0 +1,332 @@
+"""Compute the `kphm` and `seg` views: COCO keypoint heatmaps and person masks of frame folders.
+
+    # any dataset, detectors on the frames (weights are local files; nothing is downloaded here)
+    python process_data/extract_features.py --frame_root data/ucf101/frame --device cuda \
+        --kp_weights weights/keypointrcnn_resnet50_fpn_coco.pth --seg_weights weights/maskrcnn_resnet50_fpn_coco.pth
+    # the synthetic dataset, from its ground truth
+    python process_data/extract_features.py --frame_root data/synthetic/frame --backend annotations \
+        --annotations data/synthetic/annotations --workers 2
+
+For every `<frame_root>/<class>/<video>/image_XXXXX.jpg` folder this writes
+`<out_root>/heatmaps/<class>/<video>/heatmap_XXXXX.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
+and `<out_root>/segmasks/<class>/<video>/segmask_XXXXX.npz` (array `seg`, uint8 [h, w], 255 = person)
+for frames 1, 1 + stride, 1 + 2 stride, ..., numbered by the frame index (the loader fills the gaps
+from neighbours). h, w keep the frame's aspect ratio with short side `--dim`, so normalised crops
+line up with the RGB frames. A frame with nobody in it gets zeros.
+
+Each video's folders are written under temporary names and renamed when complete, so a rerun
+skips finished videos. Videos that fail (no frames, missing annotation, unreadable frame) are
+listed in `<out_root>/failed.txt` and the run goes on.
+"""
+import argparse
+import contextlib
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import cv2
+import numpy as np
+
+from process_data.common import (
+    FRAME_GLOB, atomic_dir, frame_name, list_video_dirs, parallel_map, write_failed_list,
+)
+from process_data.keypoints import render_heatmaps, resize_mask
+
+PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
+
+
+def output_size(height: int, width: int, dim: int) -> tuple[int, int]:
+    """(h, w) with short side `dim` and the aspect ratio of a `height` x `width` frame.
+
+    Args:
+        height: frame height.
+        width: frame width.
+        dim: short side of the output.
+    """
+    scale = dim / min(height, width)
+    return (dim, max(1, round(width * scale))) if height <= width else (max(1, round(height * scale)), dim)
+
+
+def frame_indices(video_dir: Path) -> list[int]:
+    """Sorted 1-based indices of the `image_XXXXX.jpg` frames in `video_dir`.
+
+    Args:
+        video_dir: one video's frame folder.
+    """
+    return sorted(int(p.stem.split("_")[1]) for p in Path(video_dir).glob(FRAME_GLOB))
+
+
+def sampled_indices(indices: list[int], stride: int) -> list[int]:
+    """The frame indices 1, 1 + stride, 1 + 2 stride, ... among `indices`.
+
+    Args:
+        indices: available 1-based frame indices.
+        stride: sampling step in frames.
+    """
+    return [i for i in indices if (i - 1) % stride == 0]
+
+
+class Backend(Protocol):
+    def __call__(self, video_dir: Path, indices: list[int], frame_hw: tuple[int, int],
+                 out_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (frame index, heatmaps uint8 [17, h, w], mask uint8 [h, w]) for each index."""
+
+
+class AnnotationBackend:
+    """Renders heatmaps and masks from make_synthetic's ground truth `<annotations>/<class>/<video>.npz`.
+
+    Args:
+        annotations: root of the annotation files.
+        sigma: Gaussian standard deviation in output pixels.
+    """
+
+    def __init__(self, annotations: Path, sigma: float):
+        self.annotations = Path(annotations)
+        self.sigma = sigma
+
+    def __call__(self, video_dir: Path, indices: list[int], frame_hw: tuple[int, int],
+                 out_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        path = self.annotations / video_dir.parent.name / f"{video_dir.name}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"annotation {path} does not exist (expected <annotations>/<class>/<video>.npz)")
+        with np.load(path) as ann:
+            keypoints, masks = ann["keypoints"], ann["masks"]  # [T, 17, 3], [T, H, W]
+        if max(indices) > len(keypoints):
+            raise ValueError(f"{video_dir} has frame {max(indices)} but {path} annotates only {len(keypoints)} frames")
+        ann_ratio, frame_ratio = masks.shape[2] / masks.shape[1], frame_hw[1] / frame_hw[0]
+        if abs(ann_ratio / frame_ratio - 1) > 0.02:
+            raise ValueError(f"{path} masks are {masks.shape[1]}x{masks.shape[2]} but the frames of {video_dir} "
+                             f"are {frame_hw[0]}x{frame_hw[1]}; the aspect ratios differ")
+        for i in indices:
+            hm = render_heatmaps(keypoints[i - 1][None], *out_hw, self.sigma)
+            yield i, hm, resize_mask(masks[i - 1], *out_hw)
+
+
+class TorchvisionBackend:
+    """Keypoint R-CNN heatmaps and Mask R-CNN person masks, computed on the frames in batches.
+
+    Args:
+        kp_model: torchvision keypointrcnn_resnet50_fpn, in eval mode on `device`.
+        seg_model: torchvision maskrcnn_resnet50_fpn, in eval mode on `device`.
+        device: torch device string.
+        batch_size: frames per forward pass.
+        score_thresh: minimum person score.
+        sigma: Gaussian standard deviation in output pixels.
+    """
+
+    def __init__(self, kp_model, seg_model, device: str, batch_size: int, score_thresh: float, sigma: float):
+        self.kp_model, self.seg_model = kp_model, seg_model
+        self.device, self.batch_size = device, batch_size
+        self.score_thresh, self.sigma = score_thresh, sigma
+
+    def __call__(self, video_dir: Path, indices: list[int], frame_hw: tuple[int, int],
+                 out_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        import torch  # imported here: seconds to load, and the annotations backend never needs it
+
+        for model in (self.kp_model, self.seg_model):
+            # Run at the frames' own resolution instead of upscaling small frames to 800 px.
+            model.transform.min_size, model.transform.max_size = (min(frame_hw),), max(frame_hw)
+        for start in range(0, len(indices), self.batch_size):
+            batch_ids = indices[start:start + self.batch_size]
+            images = [self._load(video_dir, i, frame_hw) for i in batch_ids]
+            with torch.inference_mode():
+                batch = [torch.from_numpy(img).to(self.device).permute(2, 0, 1).float().div_(255) for img in images]
+                kp_out, seg_out = self.kp_model(batch), self.seg_model(batch)
+            for i, kp, seg in zip(batch_ids, kp_out, seg_out):
+                yield i, self._heatmaps(kp, frame_hw, out_hw), self._mask(seg, out_hw)
+
+    @staticmethod
+    def _load(video_dir: Path, index: int, frame_hw: tuple[int, int]) -> np.ndarray:
+        path = video_dir / frame_name(index)
+        img = cv2.imread(str(path))
+        if img is None:
+            raise ValueError(f"cannot read frame {path}")
+        if img.shape[:2] != tuple(frame_hw):
+            raise ValueError(f"frame {path} is {img.shape[0]}x{img.shape[1]}, the video's first frame "
+                             f"{frame_hw[0]}x{frame_hw[1]}")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # [H, W, 3]
+
+    def _people(self, out: dict):
+        return (out["labels"] == PERSON_LABEL) & (out["scores"] >= self.score_thresh)
+
+    def _heatmaps(self, out: dict, frame_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+        kps = out["keypoints"][self._people(out)].float().cpu().numpy()  # [P, 17, 3] in frame pixels
+        kps[..., 0] /= frame_hw[1]
+        kps[..., 1] /= frame_hw[0]
+        return render_heatmaps(kps, *out_hw, self.sigma)
+
+    def _mask(self, out: dict, out_hw: tuple[int, int]) -> np.ndarray:
+        probs = out["masks"][self._people(out), 0]  # [P, H, W] probabilities
+        if len(probs) == 0:
+            return np.zeros(out_hw, np.uint8)
+        return resize_mask(probs.max(dim=0).values.float().cpu().numpy(), *out_hw)
+
+
+def _state_dict(path: Path | None, weights, flag: str) -> dict:
+    import torch
+
+    if path is not None:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as exc:
+        raise RuntimeError(f"cannot load torchvision's pretrained weights {weights} ({exc}); download "
+                           f"{weights.url} on a machine with internet and pass the file with {flag} PATH") from exc
+
+
+def build_detectors(kp_weights: Path | None, seg_weights: Path | None, device: str, score_thresh: float,
+                    max_people: int):
+    """torchvision's keypoint R-CNN and Mask R-CNN (ResNet-50 FPN) in eval mode on `device`.
+
+    Args:
+        kp_weights: state-dict file of keypointrcnn_resnet50_fpn; None = torchvision's pretrained COCO weights.
+        seg_weights: state-dict file of maskrcnn_resnet50_fpn; None = torchvision's pretrained COCO weights.
+        device: torch device string.
+        score_thresh: detections below this score are dropped inside the models.
+        max_people: most detections kept per frame (the keypoint and mask heads run on each).
+    Raises:
+        FileNotFoundError / RuntimeError / ValueError: a weights file is missing, cannot be fetched,
+            or does not fit the model.
+    """
+    from torchvision.models.detection import (
+        KeypointRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_Weights, keypointrcnn_resnet50_fpn,
+        maskrcnn_resnet50_fpn,
+    )
+
+    for path, flag in ((kp_weights, "--kp_weights"), (seg_weights, "--seg_weights")):
+        if path is not None and not Path(path).is_file():  # fail before the slow model builds
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    models = []
+    for build, weights, path, flag in (
+        (keypointrcnn_resnet50_fpn, KeypointRCNN_ResNet50_FPN_Weights.DEFAULT, kp_weights, "--kp_weights"),
+        (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.DEFAULT, seg_weights, "--seg_weights"),
+    ):
+        model = build(weights=None, weights_backbone=None, box_score_thresh=score_thresh,
+                      box_detections_per_img=max_people)
+        state = _state_dict(path, weights, flag)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{flag} {path} is not a state dict of torchvision's {build.__name__}: {exc}") from exc
+        models.append(model.to(device).eval())
+    return tuple(models)
+
+
+def process_video(video_dir: Path, frame_root: Path, out_root: Path, backend: Backend, stride: int,
+                  dim: int) -> str:
+    """Write one video's heatmap and segmask folders; return "done", or "skipped" if both exist.
+
+    Args:
+        video_dir: `<frame_root>/<class>/<video>`.
+        frame_root: the frame root.
+        out_root: parent of `heatmaps/` and `segmasks/`.
+        backend: produces the arrays of the sampled frames.
+        stride: frame sampling step.
+        dim: short side of the outputs.
+    Raises:
+        ValueError: the folder has no frames or a frame cannot be read; the backend's errors.
+    """
+    rel = video_dir.relative_to(frame_root)
+    heat_dir, seg_dir = out_root / "heatmaps" / rel, out_root / "segmasks" / rel
+    if heat_dir.is_dir() and seg_dir.is_dir():
+        return "skipped"
+    indices = sampled_indices(frame_indices(video_dir), stride)
+    if not indices:
+        raise ValueError(f"{video_dir} has no frames image_00001.jpg, image_{1 + stride:05d}.jpg, ... to process")
+    first = cv2.imread(str(video_dir / frame_name(indices[0])))
+    if first is None:
+        raise ValueError(f"cannot read frame {video_dir / frame_name(indices[0])}")
+    frame_hw = first.shape[:2]
+    out_hw = output_size(*frame_hw, dim)
+    with contextlib.ExitStack() as stack:
+        # Only the missing view is written, so an interrupted run never overwrites a finished folder.
+        tmp_heat = None if heat_dir.is_dir() else stack.enter_context(atomic_dir(heat_dir))
+        tmp_seg = None if seg_dir.is_dir() else stack.enter_context(atomic_dir(seg_dir))
+        for i, hm, seg in backend(video_dir, indices, frame_hw, out_hw):
+            if tmp_heat is not None:
+                np.savez_compressed(tmp_heat / f"heatmap_{i:05d}.npz", hm=hm)
+            if tmp_seg is not None:
+                np.savez_compressed(tmp_seg / f"segmask_{i:05d}.npz", seg=seg)
+    return "done"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("Compute keypoint heatmaps and person masks of frame folders", add_help=True)
+    io = parser.add_argument_group("input/output")
+    io.add_argument("--frame_root", type=Path, required=True, help="folder of <class>/<video>/image_00001.jpg frames")
+    io.add_argument("--out_root", type=Path, default=None,
+                    help="gets heatmaps/ and segmasks/ (default: the parent of --frame_root)")
+    backend = parser.add_argument_group("backend")
+    backend.add_argument("--backend", choices=("torchvision", "annotations"), default="torchvision",
+                         help="detectors on the frames, or make_synthetic's ground truth")
+    backend.add_argument("--annotations", type=Path, default=None,
+                         help="annotations backend: folder of <class>/<video>.npz from make_synthetic.py")
+    backend.add_argument("--kp_weights", type=Path, default=None,
+                         help="torchvision backend: keypointrcnn_resnet50_fpn state dict (default: torchvision's COCO weights)")
+    backend.add_argument("--seg_weights", type=Path, default=None,
+                         help="torchvision backend: maskrcnn_resnet50_fpn state dict (default: torchvision's COCO weights)")
+    backend.add_argument("--device", default="cpu", help="torchvision backend: torch device, e.g. cuda:0")
+    backend.add_argument("--batch_size", type=int, default=8, help="torchvision backend: frames per forward pass")
+    backend.add_argument("--score_thresh", type=float, default=0.5, help="torchvision backend: minimum person score")
+    backend.add_argument("--max_people", type=int, default=10,
+                         help="torchvision backend: most detections kept per frame (bounds the keypoint/mask heads' cost)")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--stride", type=int, default=2, help="process frames 1, 1+stride, 1+2*stride, ...")
+    out.add_argument("--dim", type=int, default=64, help="short side of the heatmaps and masks in pixels")
+    out.add_argument("--sigma", type=float, default=2.0, help="Gaussian standard deviation in output pixels")
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=1,
+                     help="parallel processes over videos (annotations backend; torchvision batches on --device)")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag in ("stride", "dim", "batch_size", "max_people", "workers"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.sigma <= 0:
+        raise ValueError(f"--sigma must be positive, got {args.sigma}")
+    if args.backend == "annotations" and args.annotations is None:
+        raise ValueError("--backend annotations needs --annotations <folder of <class>/<video>.npz>")
+    if args.backend == "annotations" and not Path(args.annotations).is_dir():
+        raise FileNotFoundError(f"--annotations {args.annotations} is not a folder")
+    if args.backend == "torchvision" and args.workers > 1:
+        raise ValueError("--workers > 1 is for the annotations backend; the torchvision backend batches "
+                         "frames on one --device (use --batch_size)")
+
+
+def _make_backend(args: argparse.Namespace) -> Backend:
+    if args.backend == "annotations":
+        return AnnotationBackend(args.annotations, args.sigma)
+    kp_model, seg_model = build_detectors(args.kp_weights, args.seg_weights, args.device, args.score_thresh,
+                                          args.max_people)
+    return TorchvisionBackend(kp_model, seg_model, args.device, args.batch_size, args.score_thresh, args.sigma)
+
+
+def main(args: argparse.Namespace) -> dict:
+    _check_args(args)
+    frame_root = Path(args.frame_root)
+    out_root = Path(args.out_root) if args.out_root is not None else frame_root.resolve().parent
+    for view in ("heatmaps", "segmasks"):
+        if (out_root / view).resolve() == frame_root.resolve():
+            raise ValueError(f"--frame_root {frame_root} is {out_root / view}, where the {view} would be written")
+    video_dirs = list_video_dirs(frame_root)
+    if not video_dirs:
+        raise FileNotFoundError(f"--frame_root {frame_root} has no <class>/<video>/ folders")
+    work = partial(process_video, frame_root=frame_root, out_root=out_root, backend=_make_backend(args),
+                   stride=args.stride, dim=args.dim)
+    results = parallel_map(work, video_dirs, args.workers, desc=f"heatmaps+masks ({args.backend})")
+    failures = [(str(v.relative_to(frame_root)), str(r)) for v, r in zip(video_dirs, results) if isinstance(r, Exception)]
+    out_root.mkdir(parents=True, exist_ok=True)
+    failed_path = write_failed_list(out_root, failures)
+    stats = {"done": results.count("done"), "skipped": results.count("skipped"), "failed": len(failures)}
+    for name, reason in failures[:5]:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
+    print(f"extract_features: done {stats['done']}, skipped {stats['skipped']}, failed {stats['failed']}"
+          + (f" (listed in {failed_path})" if failures else ""))
+    return stats
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

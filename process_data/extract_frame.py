@@ -1,0 +1,160 @@
+"""Decode videos into JPEG frame folders: `<frame_root>/<class>/<video>/image_00001.jpg`.
+
+    python process_data/extract_frame.py --video_root data/ucf101/videos --frame_root data/ucf101/frame --workers 8
+    python process_data/extract_frame.py --video_root data/kinetics400/videos/train --frame_root data/kinetics400/frame/train --dim 150
+
+Frames are 1-based with 5 digits, JPEG quality 80, short side `--dim` with the aspect ratio kept
+(the layout DPC and mmaction read). Each video is written into a temporary folder that is renamed
+into place when complete, so a rerun skips finished videos and redoes interrupted ones. Videos that
+cannot be decoded, decode to no frame, or decode to clearly fewer frames than their header states
+(a truncated file) are listed in `<frame_root>/failed.txt` and get no folder.
+"""
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from process_data.common import (
+    VIDEO_EXTS, atomic_dir, frame_name, list_videos, parallel_map, write_failed_list,
+)
+
+JPEG_QUALITY = 80
+
+
+def resize_short_side(frame: np.ndarray, dim: int) -> np.ndarray:
+    """Resize so the short side is `dim`, keeping the aspect ratio.
+
+    INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging.
+
+    Args:
+        frame: image `[H, W, C]` or `[H, W]`.
+        dim: target short side in pixels.
+    """
+    h, w = frame.shape[:2]
+    short = min(h, w)
+    if short == dim:
+        return frame
+    scale = dim / short
+    size = (dim, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), dim)  # (W, H)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(frame, size, interpolation=interp)
+
+
+def _truncated(decoded: int, header_count: int) -> bool:
+    # Container frame counts are estimates for some formats (off by a few, or absent: <= 0);
+    # a real truncation loses far more than that.
+    return header_count > 0 and decoded < header_count - max(2, 0.05 * header_count)
+
+
+def extract_video(video: Path, out_dir: Path, dim: int) -> int:
+    """Decode every frame of `video` into `out_dir/image_%05d.jpg` (1-based), created atomically.
+
+    Args:
+        video: the video file.
+        out_dir: the frame folder to create; must not exist.
+        dim: short side of the written frames.
+    Returns:
+        the number of frames written.
+    Raises:
+        ValueError: the video cannot be opened, has no decodable frame, or is truncated.
+    """
+    cap = cv2.VideoCapture(str(video))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"{video}: cannot be opened by cv2.VideoCapture (corrupt or unsupported)")
+        header_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        with atomic_dir(out_dir) as tmp:
+            n = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                n += 1
+                if not cv2.imwrite(str(tmp / frame_name(n)), resize_short_side(frame, dim),
+                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+                    raise OSError(f"{video}: cannot write frame {n} to {tmp}")
+            if n == 0:
+                raise ValueError(f"{video}: opened but no frame could be decoded (empty or corrupt)")
+            if _truncated(n, header_count):
+                raise ValueError(f"{video}: decoded {n} of the {header_count} frames its header states (truncated?)")
+    finally:
+        cap.release()
+    return n
+
+
+def _extract_one(job: tuple[Path, Path], dim: int) -> int:
+    video, out_dir = job
+    return extract_video(video, out_dir, dim)
+
+
+def plan_jobs(
+    videos: list[Path], video_root: Path, frame_root: Path,
+) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[str, str]]]:
+    """Split videos into jobs to run, finished ones to skip, and name clashes to report.
+
+    Args:
+        videos: video files under `video_root/<class>/`.
+        video_root: the video root.
+        frame_root: the frame root.
+    Returns:
+        (jobs as (video, out_dir), skipped out_dirs, failures as (name, reason)).
+    """
+    jobs, skipped, failures, seen = [], [], [], {}
+    for video in videos:
+        rel = video.relative_to(video_root)
+        out_dir = frame_root / rel.parent / video.stem
+        if out_dir in seen:
+            failures.append((str(rel), f"same frame folder {out_dir} as {seen[out_dir]}; rename one"))
+            continue
+        seen[out_dir] = rel
+        if out_dir.is_dir():
+            skipped.append(out_dir)
+        else:
+            jobs.append((video, out_dir))
+    return jobs, skipped, failures
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("Extract JPEG frames from videos", add_help=True)
+    io = parser.add_argument_group("input/output")
+    io.add_argument("--video_root", type=Path, required=True,
+                    help=f"folder of <class>/<video> files ({', '.join(VIDEO_EXTS)})")
+    io.add_argument("--frame_root", type=Path, required=True,
+                    help="output folder; frames go to <frame_root>/<class>/<video>/image_00001.jpg")
+    img = parser.add_argument_group("frames")
+    img.add_argument("--dim", type=int, default=240,
+                     help="short side of the saved frames in pixels (240 UCF101/HMDB51, 150 or 256 Kinetics)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=1, help="parallel processes (1 = in this process)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.dim <= 0:
+        raise ValueError(f"--dim must be a positive number of pixels, got {args.dim}")
+    video_root, frame_root = Path(args.video_root), Path(args.frame_root)
+    videos = list_videos(video_root)
+    if not videos:
+        raise FileNotFoundError(f"--video_root {video_root} has no <class>/<video> files with extensions {VIDEO_EXTS}")
+    jobs, skipped, failures = plan_jobs(videos, video_root, frame_root)
+    results = parallel_map(partial(_extract_one, dim=args.dim), jobs, args.workers, desc="extract frames")
+    for (video, _), res in zip(jobs, results):
+        if isinstance(res, Exception):
+            failures.append((str(video.relative_to(video_root)), str(res)))
+    frame_root.mkdir(parents=True, exist_ok=True)
+    failed_path = write_failed_list(frame_root, failures)
+    stats = {"done": len(jobs) - sum(isinstance(r, Exception) for r in results),
+             "skipped": len(skipped), "failed": len(failures),
+             "frames": sum(r for r in results if not isinstance(r, Exception))}
+    for name, reason in failures[:5]:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
+    print(f"extract_frame: done {stats['done']} ({stats['frames']} frames), skipped {stats['skipped']}, "
+          f"failed {stats['failed']}" + (f" (listed in {failed_path})" if failures else ""))
+    return stats
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

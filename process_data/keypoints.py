@@ -1,0 +1,75 @@
+"""COCO human-keypoint constants and the rendering of the `kphm` and `seg` views.
+
+Keypoints are stored normalised: x and y in [0, 1] of the frame width and height, so they do not
+depend on the resolution the frames were resized to. Pixel `i` covers [i, i + 1) / size, so its
+centre is at (i + 0.5) / size (torchvision's keypoint R-CNN uses the same convention).
+"""
+import cv2
+import numpy as np
+
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+
+# Limb pairs of COCO's person skeleton, 0-based indices into COCO_KEYPOINTS.
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)
+
+# Maps each keypoint to its mirror image: a horizontal flip moves joint i to FLIP_PERMUTATION[i].
+FLIP_PERMUTATION = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+
+
+def render_heatmaps(keypoints: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
+    """Render one Gaussian per visible joint, the maximum over people, as uint8 (255 = 1.0).
+
+    Args:
+        keypoints: `[P, 17, 3]` (x, y normalised to [0, 1], visibility); P may be 0. A joint with
+            visibility <= 0 leaves no mark.
+        height: output height in pixels.
+        width: output width in pixels.
+        sigma: standard deviation of the Gaussians, in output pixels.
+    Returns:
+        `[17, height, width]` uint8.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (len(COCO_KEYPOINTS), 3):
+        raise ValueError(f"keypoints must have shape [P, 17, 3], got {keypoints.shape}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    if keypoints.shape[0] == 0:
+        return np.zeros((len(COCO_KEYPOINTS), height, width), np.uint8)
+    px = keypoints[..., 0:1] * width  # [P, 17, 1] in pixel units
+    py = keypoints[..., 1:2] * height
+    gx = np.exp(-((np.arange(width, dtype=np.float32) + 0.5) - px) ** 2 / (2 * sigma**2))  # [P, 17, W]
+    gy = np.exp(-((np.arange(height, dtype=np.float32) + 0.5) - py) ** 2 / (2 * sigma**2))  # [P, 17, H]
+    gy = gy * (keypoints[..., 2:3] > 0)
+    maps = np.einsum("pkh,pkw->pkhw", gy, gx).max(axis=0)  # [17, H, W]
+    return np.rint(maps * 255).astype(np.uint8)
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a person mask or probability map to `height` x `width`, as uint8 (255 = person).
+
+    Shrinking averages pixels (soft edges), enlarging interpolates linearly.
+
+    Args:
+        mask: `[H, W]` with values in [0, 1] (bool, 0/1 integers or probabilities).
+        height: output height in pixels.
+        width: output width in pixels.
+    Returns:
+        `[height, width]` uint8.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape [H, W], got {mask.shape}")
+    mask = mask.astype(np.float32)
+    if mask.size and (mask.min() < 0 or mask.max() > 1):
+        raise ValueError(f"mask values must lie in [0, 1], got [{mask.min()}, {mask.max()}]")
+    shrinking = height * width < mask.shape[0] * mask.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(mask, (width, height), interpolation=interp)
+    return np.rint(np.clip(resized, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,295 @@
+"""Write the split lists the datasets read: `<out>/train_split01.csv`, `test_split01.csv`, `classInd.txt`.
+
+    python process_data/write_csv.py --dataset ucf101 --frame_root data/ucf101/frame --split_root data/ucf101/splits_classification
+    python process_data/write_csv.py --dataset hmdb51 --frame_root data/hmdb51/frame --split_root data/hmdb51/testTrainMulti_7030_splits
+    python process_data/write_csv.py --dataset kinetics400 --frame_root data/kinetics400/frame
+    python process_data/write_csv.py --dataset folder --frame_root data/mine/frame --test_fraction 0.3
+
+Each csv row is `<absolute video frame dir>,<num frames>` with no header and no quoting (readers
+split on the last comma, so a comma inside a path is harmless); `classInd.txt` has `<1-based id> <class name>` lines
+(a Kinetics class name may contain spaces: split on the first space only). Videos a split names
+that are missing or empty on disk are reported and left out; short videos are reported and kept.
+"""
+import argparse
+import random
+import re
+from pathlib import Path
+
+from process_data.common import atomic_write_text, count_frames, list_video_dirs
+
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "jhmdb", "synthetic", "folder")
+SPLIT_IDS = (1, 2, 3)
+_HMDB_SPLIT_RE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
+_SHOW = 5
+
+# name of an output csv -> the video frame folders it lists, in order
+Splits = dict[str, list[Path]]
+
+
+def read_class_ind(path: Path) -> list[str]:
+    """Read a UCF-style `classInd.txt` (`<1-based id> <class name>` lines) into names ordered by id.
+
+    Args:
+        path: the classInd file.
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a line is malformed or the ids are not 1..C.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class index {path} not found")
+    by_id = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected '<id> <class name>', got {line!r}")
+        by_id[int(parts[0])] = parts[1].strip()
+    if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        raise ValueError(f"{path}: class ids must be 1..{len(by_id)} without gaps")
+    return [by_id[i] for i in range(1, len(by_id) + 1)]
+
+
+def _read_ucf_list(path: Path, frame_root: Path, classes: list[str]) -> list[Path]:
+    index = {name: i + 1 for i, name in enumerate(classes)}
+    dirs = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        rel = Path(parts[0].replace("\\", "/"))
+        if len(rel.parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected '<class>/<video file> [label]', got {line!r}")
+        cls = rel.parts[0]
+        if cls not in index:
+            raise ValueError(f"{path}:{lineno}: class {cls!r} is not in classInd.txt")
+        if len(parts) > 1 and parts[1] != str(index[cls]):
+            raise ValueError(f"{path}:{lineno}: label {parts[1]} disagrees with classInd id {index[cls]} of {cls!r}")
+        dirs.append(frame_root / cls / Path(rel.parts[1]).stem)
+    return dirs
+
+
+def ucf_splits(frame_root: Path, split_root: Path) -> tuple[list[str], Splits]:
+    """Read UCF-style `classInd.txt`, `trainlist0K.txt`, `testlist0K.txt` (every K present).
+
+    Args:
+        frame_root: frame root holding `<class>/<video>/` folders.
+        split_root: folder of the split files.
+    Raises:
+        FileNotFoundError: no complete train/test pair or no classInd.txt in `split_root`.
+    """
+    classes = read_class_ind(split_root / "classInd.txt")
+    splits: Splits = {}
+    for k in SPLIT_IDS:
+        train, test = split_root / f"trainlist0{k}.txt", split_root / f"testlist0{k}.txt"
+        if not train.exists() and not test.exists():
+            continue
+        if not (train.is_file() and test.is_file()):
+            raise FileNotFoundError(f"split {k}: need both {train.name} and {test.name} in {split_root}")
+        splits[f"train_split0{k}.csv"] = _read_ucf_list(train, frame_root, classes)
+        splits[f"test_split0{k}.csv"] = _read_ucf_list(test, frame_root, classes)
+    if not splits:
+        raise FileNotFoundError(f"--split_root {split_root} has no trainlist0K.txt/testlist0K.txt pair")
+    return classes, splits
+
+
+def hmdb_splits(frame_root: Path, split_root: Path) -> tuple[list[str], Splits]:
+    """Read HMDB51/JHMDB `<class>_test_split{1,2,3}.txt` files (1 = train, 2 = test, 0 = unused).
+
+    Args:
+        frame_root: frame root holding `<class>/<video>/` folders.
+        split_root: folder of the split files (`testTrainMulti_7030_splits`, or JHMDB's `splits`).
+    Returns:
+        sorted class names, and the splits.
+    Raises:
+        FileNotFoundError: no split file in `split_root`.
+        ValueError: a line is not `<video file> {0,1,2}`.
+    """
+    files = sorted(p for p in Path(split_root).glob("*_test_split*.txt") if _HMDB_SPLIT_RE.match(p.name))
+    if not files:
+        raise FileNotFoundError(f"--split_root {split_root} has no <class>_test_split{{1,2,3}}.txt files")
+    classes = sorted({_HMDB_SPLIT_RE.match(p.name)["cls"] for p in files})
+    per_split: dict[int, dict[str, list[Path]]] = {}
+    for path in files:
+        m = _HMDB_SPLIT_RE.match(path.name)
+        sets = per_split.setdefault(int(m["k"]), {"train": [], "test": []})
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise ValueError(f"{path}:{lineno}: expected '<video file> <0|1|2>', got {line!r}")
+            if parts[1] != "0":
+                sets["train" if parts[1] == "1" else "test"].append(frame_root / m["cls"] / Path(parts[0]).stem)
+    splits: Splits = {}
+    for k in sorted(per_split):
+        splits[f"train_split0{k}.csv"] = per_split[k]["train"]
+        splits[f"test_split0{k}.csv"] = per_split[k]["test"]
+    return classes, splits
+
+
+def kinetics_splits(frame_root: Path) -> tuple[list[str], Splits]:
+    """List `frame_root/{train,val}/<class>/<video>/` into `train_split.csv` and `val_split.csv`.
+
+    Args:
+        frame_root: Kinetics frame root with `train/` and `val/` folders.
+    """
+    train, val = list_video_dirs(frame_root / "train"), list_video_dirs(frame_root / "val")
+    classes = sorted({d.parent.name for d in train + val})
+    return classes, {"train_split.csv": train, "val_split.csv": val}
+
+
+def folder_splits(frame_root: Path, counts: dict[Path, int], test_fraction: float, seed: int) -> tuple[list[str], Splits]:
+    """Split `frame_root/<class>/<video>/` into seeded, class-stratified train/test sets.
+
+    Each class with n >= 2 non-empty videos gives round(n * test_fraction) of them, clamped to
+    1..n-1, to the test set; a class with one video keeps it in train. Empty folders are left to
+    the caller's report.
+
+    Args:
+        frame_root: frame root holding `<class>/<video>/` folders.
+        counts: frame count of every video folder (filled in here).
+        test_fraction: share of each class that goes to test, in (0, 1).
+        seed: shuffle seed; the same seed gives the same split.
+    """
+    by_class: dict[str, list[Path]] = {}
+    for d in list_video_dirs(frame_root):
+        by_class.setdefault(d.parent.name, []).append(d)
+    rng = random.Random(seed)
+    train, test = [], []
+    for cls in sorted(by_class):
+        dirs = by_class[cls]
+        good = [d for d in dirs if _count(d, counts) > 0]
+        rng.shuffle(good)
+        n_test = min(max(round(len(good) * test_fraction), 1), len(good) - 1) if len(good) >= 2 else 0
+        test += good[:n_test]
+        train += good[n_test:] + [d for d in dirs if _count(d, counts) <= 0]  # empties: reported later
+        if len(good) < 2:
+            print(f"warning: class {cls!r} has {len(good)} non-empty video(s); it cannot appear in both sets")
+    return sorted(by_class), {"train_split01.csv": sorted(train), "test_split01.csv": sorted(test)}
+
+
+def _count(video_dir: Path, counts: dict[Path, int]) -> int:
+    """Frames in `video_dir`, -1 when the folder is missing; cached in `counts`."""
+    if video_dir not in counts:
+        counts[video_dir] = count_frames(video_dir) if video_dir.is_dir() else -1
+    return counts[video_dir]
+
+
+def build_rows(
+    dirs: list[Path], counts: dict[Path, int], short_frames: int,
+) -> tuple[list[tuple[str, int]], dict[str, list[Path]]]:
+    """Turn video folders into csv rows, leaving out the missing and the empty ones.
+
+    Args:
+        dirs: video frame folders.
+        counts: frame count cache shared across splits.
+        short_frames: videos with fewer frames than this are reported (and kept).
+    Returns:
+        rows `(absolute dir, num frames)`, and the `missing`, `empty`, `short` folders.
+    """
+    rows, issues = [], {"missing": [], "empty": [], "short": []}
+    for d in dirs:
+        n = _count(d, counts)
+        if n < 0:
+            issues["missing"].append(d)
+        elif n == 0:
+            issues["empty"].append(d)
+        else:
+            if n < short_frames:
+                issues["short"].append(d)
+            rows.append((str(d.resolve()), n))
+    return rows, issues
+
+
+def write_split_csv(path: Path, rows: list[tuple[str, int]]) -> None:
+    """Write `<dir>,<num frames>` rows, no header, no quoting, atomically (readers split on the last comma)."""
+    atomic_write_text(path, "".join(f"{d},{n}\n" for d, n in rows))
+
+
+def write_class_ind(path: Path, classes: list[str]) -> None:
+    """Write `<1-based id> <class name>` lines atomically."""
+    atomic_write_text(path, "".join(f"{i} {name}\n" for i, name in enumerate(classes, 1)))
+
+
+def _report(name: str, rows: list, issues: dict[str, list[Path]], frame_root: Path, short_frames: int) -> None:
+    print(f"{name}: {len(rows)} videos")
+    labels = {"missing": "listed but missing under " + str(frame_root), "empty": "with no image_*.jpg frame",
+              "short": f"with fewer than {short_frames} frames (kept)"}
+    for kind, dirs in issues.items():
+        if dirs:
+            first = ", ".join(f"{d.parent.name}/{d.name}" for d in dirs[:_SHOW])
+            action = "" if kind == "short" else ", left out"
+            print(f"warning: {name}: {len(dirs)} videos {labels[kind]}{action}; first: {first}")
+
+
+def default_out(dataset: str) -> Path:
+    """`process_data/data/<dataset>` inside the repository, whatever the cwd."""
+    return Path(__file__).resolve().parent / "data" / dataset
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("Write train/test split csv files and classInd.txt", add_help=True)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, required=True, help="split file format to read")
+    data.add_argument("--frame_root", type=Path, required=True, help="frame root with <class>/<video>/image_00001.jpg "
+                      "(kinetics400: with train/ and val/ inside)")
+    data.add_argument("--split_root", type=Path, default=None,
+                      help="official split files: ucf101 splits_classification/, hmdb51 testTrainMulti_7030_splits/, "
+                      "jhmdb splits/; synthetic defaults to <frame_root>/../splits; unused by kinetics400 and folder")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/process_data/data/<dataset>)")
+    out.add_argument("--short_frames", type=int, default=40,
+                     help="report videos with fewer frames than this (they are kept: the loader lowers the stride)")
+    fold = parser.add_argument_group("folder mode")
+    fold.add_argument("--seed", type=int, default=0, help="seed of the folder-mode split")
+    fold.add_argument("--test_fraction", type=float, default=0.3, help="share of each class in the folder-mode test set")
+    return parser
+
+
+def _resolve_split_root(args: argparse.Namespace, frame_root: Path) -> Path | None:
+    if args.dataset in ("kinetics400", "folder"):
+        return None
+    split_root = args.split_root
+    if split_root is None and args.dataset == "synthetic":
+        split_root = frame_root.parent / "splits"
+    if split_root is None:
+        raise ValueError(f"--split_root is required for --dataset {args.dataset}")
+    if not Path(split_root).is_dir():
+        raise FileNotFoundError(f"--split_root {split_root} is not a folder")
+    return Path(split_root)
+
+
+def main(args: argparse.Namespace) -> dict:
+    frame_root = Path(args.frame_root).resolve()
+    if not frame_root.is_dir():
+        raise FileNotFoundError(f"--frame_root {frame_root} is not a folder")
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test_fraction must be in (0, 1), got {args.test_fraction}")
+    split_root = _resolve_split_root(args, frame_root)
+    counts: dict[Path, int] = {}
+    if args.dataset in ("ucf101", "synthetic"):
+        classes, splits = ucf_splits(frame_root, split_root)
+    elif args.dataset in ("hmdb51", "jhmdb"):
+        classes, splits = hmdb_splits(frame_root, split_root)
+    elif args.dataset == "kinetics400":
+        classes, splits = kinetics_splits(frame_root)
+    else:
+        classes, splits = folder_splits(frame_root, counts, args.test_fraction, args.seed)
+    out = Path(args.out) if args.out is not None else default_out(args.dataset)
+    stats = {}
+    for name, dirs in splits.items():
+        rows, issues = build_rows(dirs, counts, args.short_frames)
+        if not rows:
+            raise ValueError(f"{name}: none of its {len(dirs)} videos has frames under {frame_root}")
+        write_split_csv(out / name, rows)
+        _report(name, rows, issues, frame_root, args.short_frames)
+        stats[name] = {"rows": len(rows), **{k: len(v) for k, v in issues.items()}}
+    write_class_ind(out / "classInd.txt", classes)
+    print(f"wrote {', '.join(splits)} and classInd.txt ({len(classes)} classes) to {out}")
+    return stats
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

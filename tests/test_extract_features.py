@@ -1,0 +1,168 @@
+"""Keypoint heatmaps and person masks: the rendering helpers and extract_features.py's two backends."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from process_data.extract_features import get_args_parser, main, output_size
+from process_data.keypoints import COCO_KEYPOINTS, COCO_SKELETON, render_heatmaps, resize_mask
+from process_data.make_synthetic import render_video
+
+
+def test_coco_constants():
+    assert len(COCO_KEYPOINTS) == 17 and COCO_KEYPOINTS[9] == "left_wrist"
+    assert all(0 <= a < 17 and 0 <= b < 17 for a, b in COCO_SKELETON) and len(COCO_SKELETON) == 19
+
+
+def test_render_heatmaps_hand_case():
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[0, 0] = (0.5, 0.5, 1)  # centre of pixel (32, 32) of a 65 x 65 map
+    kp[0, 1] = (0.5, 0.5, 0)  # invisible
+    kp[1, 0] = (10.5 / 65, 20.5 / 65, 1)  # a second person's nose at pixel (x=10, y=20)
+    hm = render_heatmaps(kp, 65, 65, sigma=2.0)
+    assert hm.dtype == np.uint8 and hm.shape == (17, 65, 65)
+    assert hm[0, 32, 32] == 255 and hm[0, 20, 10] == 255
+    assert hm[0, 32, 33] == round(255 * np.exp(-1 / 8))
+    assert hm[0, 0, 64] == 0 and hm[0, 64, 0] == 0
+    assert not hm[1:].any()
+    assert not render_heatmaps(np.zeros((0, 17, 3)), 8, 12, 2.0).any()
+    with pytest.raises(ValueError, match="shape"):
+        render_heatmaps(np.zeros((1, 16, 3)), 8, 8, 2.0)
+
+
+def test_resize_mask():
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, :4] = 1
+    small = resize_mask(mask, 4, 4)
+    assert small.dtype == np.uint8 and small.shape == (4, 4)
+    assert (small[:, :2] == 255).all() and (small[:, 2:] == 0).all()
+    assert resize_mask(mask, 1, 1)[0, 0] == 128  # half the pixels are person
+    assert resize_mask(mask.astype(bool), 16, 16).shape == (16, 16)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        resize_mask(mask * 255, 4, 4)
+
+
+def test_output_size_keeps_the_aspect_ratio():
+    assert output_size(240, 320, 64) == (64, 85)
+    assert output_size(320, 240, 64) == (85, 64)
+    assert output_size(128, 128, 64) == (64, 64)
+
+
+def _write_frames(video_dir, frames, size=None):
+    video_dir.mkdir(parents=True)
+    for i, frame in enumerate(frames, start=1):
+        if size is not None:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(video_dir / f"image_{i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture()
+def synthetic(tmp_path):
+    """`ds/frame/<class>/<video>/` with 7 frames at 96 px and `ds/annotations/<class>/<video>.npz` at 64 px."""
+    truth = {}
+    for c, action in enumerate(("wave_left_arm", "squat")):
+        for v in range(2):
+            name = f"{action}/{action}_v{v:03d}"
+            frames, kp, masks = render_video(action, np.random.default_rng([c, v]), 7, 64)
+            _write_frames(tmp_path / "ds/frame" / name, frames, size=(96, 96))
+            (tmp_path / "ds/annotations" / action).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(tmp_path / "ds/annotations" / f"{name}.npz", keypoints=kp, masks=masks)
+            truth[name] = (kp, masks)
+    return tmp_path / "ds", truth
+
+
+def _run(*argv):
+    return main(get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def _annotation_run(ds, *extra):
+    return _run("--frame_root", ds / "frame", "--backend", "annotations", "--annotations", ds / "annotations",
+                "--stride", 2, "--dim", 32, *extra)
+
+
+def test_annotations_backend_writes_every_sampled_frame(synthetic):
+    ds, truth = synthetic
+    stats = _annotation_run(ds, "--workers", 2)
+    assert stats == {"done": 4, "skipped": 0, "failed": 0}
+    assert (ds / "failed.txt").read_text() == ""
+    for name, (kp, masks) in truth.items():
+        heat = sorted(p.name for p in (ds / "heatmaps" / name).iterdir())
+        seg = sorted(p.name for p in (ds / "segmasks" / name).iterdir())
+        assert heat == [f"heatmap_{i:05d}.npz" for i in (1, 3, 5, 7)]
+        assert seg == [f"segmask_{i:05d}.npz" for i in (1, 3, 5, 7)]
+        for i in (1, 3, 5, 7):
+            with np.load(ds / "heatmaps" / name / f"heatmap_{i:05d}.npz") as f:
+                hm = f["hm"]
+            with np.load(ds / "segmasks" / name / f"segmask_{i:05d}.npz") as f:
+                seg_i = f["seg"]
+            assert hm.dtype == np.uint8 and hm.shape == (17, 32, 32)
+            assert seg_i.dtype == np.uint8 and seg_i.shape == (32, 32)
+            # Frame i is annotation row i - 1: the nose heatmap peaks at that frame's nose.
+            y, x = np.unravel_index(hm[0].argmax(), hm[0].shape)
+            assert abs(x + 0.5 - kp[i - 1, 0, 0] * 32) <= 1 and abs(y + 0.5 - kp[i - 1, 0, 1] * 32) <= 1
+            assert np.array_equal(seg_i, resize_mask(masks[i - 1], 32, 32))
+    assert not list(ds.glob("*/*/.*"))  # no temporary folders left
+
+
+def test_rerun_skips_finished_videos(synthetic):
+    ds, _ = synthetic
+    _annotation_run(ds)
+    some = ds / "heatmaps/squat/squat_v001/heatmap_00003.npz"
+    before = some.stat().st_mtime_ns
+    assert _annotation_run(ds) == {"done": 0, "skipped": 4, "failed": 0}
+    assert some.stat().st_mtime_ns == before
+
+
+def test_empty_folder_and_missing_annotation_are_reported(synthetic):
+    ds, _ = synthetic
+    (ds / "frame/squat/squat_v009").mkdir()
+    (ds / "annotations/squat/squat_v001.npz").unlink()
+    stats = _annotation_run(ds)
+    assert stats == {"done": 3, "skipped": 0, "failed": 2}
+    failed = dict(line.split("\t") for line in (ds / "failed.txt").read_text().splitlines())
+    assert set(failed) == {"squat/squat_v009", "squat/squat_v001"}
+    assert "no frames" in failed["squat/squat_v009"]
+    assert "squat_v001.npz" in failed["squat/squat_v001"]
+    for name in failed:
+        assert not (ds / "heatmaps" / name).exists() and not (ds / "segmasks" / name).exists()
+    assert not list((ds / "heatmaps/squat").glob(".*"))
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory):
+    from torchvision.models.detection import keypointrcnn_resnet50_fpn, maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights")
+    paths = []
+    for build, name in ((keypointrcnn_resnet50_fpn, "kp.pth"), (maskrcnn_resnet50_fpn, "seg.pth")):
+        state = build(weights=None, weights_backbone=None).state_dict()
+        # Bias the classifier towards "person" so the untrained detectors find people and every path runs.
+        state["roi_heads.box_predictor.cls_score.bias"][1] += 10
+        torch.save(state, folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+def test_torchvision_backend_with_untrained_weights(tmp_path, untrained_weights):
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    frames, _, _ = render_video("clap", np.random.default_rng(0), 3, 64)
+    _write_frames(tmp_path / "frame/clap/clap_v000", frames, size=(85, 64))  # 64 x 85, as UCF's 4:3
+    kp_path, seg_path = untrained_weights
+    stats = _run("--frame_root", tmp_path / "frame", "--kp_weights", kp_path, "--seg_weights", seg_path,
+                 "--stride", 1, "--dim", 32, "--batch_size", 2, "--max_people", 1)
+    assert stats == {"done": 1, "skipped": 0, "failed": 0}
+    for i in (1, 2, 3):
+        with np.load(tmp_path / f"heatmaps/clap/clap_v000/heatmap_{i:05d}.npz") as f:
+            assert f["hm"].dtype == np.uint8 and f["hm"].shape == (17, 32, 42)
+            assert (f["hm"].reshape(17, -1).max(1) > 200).all()  # every joint of a detected person drawn
+        with np.load(tmp_path / f"segmasks/clap/clap_v000/segmask_{i:05d}.npz") as f:
+            assert f["seg"].dtype == np.uint8 and f["seg"].shape == (32, 42) and f["seg"].any()
+
+
+def test_missing_weights_file_names_the_flag(tmp_path, untrained_weights):
+    _write_frames(tmp_path / "frame/a/v", np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="--seg_weights"):
+        _run("--frame_root", tmp_path / "frame", "--kp_weights", untrained_weights[0],
+             "--seg_weights", tmp_path / "nope.pth")
