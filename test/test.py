@@ -1,0 +1,513 @@
+"""Fine-tune a pretrained CoCon/DPC encoder for action recognition, test it on whole videos, fuse
+views, and evaluate frozen encoders by retrieval, a linear probe and qualitative figures.
+
+    cd test && python test.py --net resnet18 --dataset ucf101 --modality imgs --batch_size 8 \\
+        --img_dim 128 --pretrain ../runs/<exp>/model/mode_imgs_best.pth.tar --epochs 100
+    python test/test.py --dataset ucf101 --modality imgs --test runs/<ft exp>/model/mode_imgs_best.pth.tar
+    python test/test.py --dataset ucf101 --ensemble 1 --prob_imgs A/probs_imgs.npz --prob_flow B/probs_flow.npz
+    python test/test.py --dataset ucf101 --modality imgs --pretrain <ckpt> --retrieval --linear_probe --qualitative
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import model_lc
+from train.dataset_3d import resolve_csv_root, resolve_hflip
+from train.model_3d import DPCRNN
+from utils import evaluation as ev
+from utils.checkpoint import CheckpointError, atomic_save, clean_state_dict, load_checkpoint, prune_epochs, state_dict_of
+from utils.metrics import AverageMeter, topk_accuracy
+from utils.video_data import (
+    REPO_ROOT,
+    MultiViewClipDataset,
+    VideoEntry,
+    VideoGroupDataset,
+    holdout_split,
+    load_split,
+    split_csv_path,
+)
+from utils.views import VIEWS, view_backbone
+
+EPILOG = """\
+modes:
+  --ensemble 1          fuses probability files given with --prob_<view> (and does nothing else).
+  --test CKPT           tests a fine-tuned classifier checkpoint on the test split.
+  --retrieval / --linear_probe / --qualitative
+                        evaluate the frozen --pretrain encoder (combine freely, also with --test;
+                        train and test features are computed once and cached).
+  otherwise             fine-tunes (needs --pretrain PATH|random), then tests the best checkpoint.
+
+outputs:
+  fine-tune: <save_dir>/<exp name>/model/  mode_<view>_epoch<N>.pth.tar (latest), mode_<view>_best.pth.tar
+                                   img/    TensorBoard logs (train/, val/)
+             then the test of the best checkpoint as below, in <exp>/eval/mode_<view>_best_<dataset>_split<NN>/
+  test:      <out_dir>/test_results.json, probs_<view>.npz, test_confusion.png, test_per_class.{md,csv}
+  ensemble:  <out_dir>/ensemble_results.json, probs_<views>.npz, ensemble_confusion.png, ensemble_per_class.{md,csv}
+  encoder:   <out_dir>/features_<hash>.npz (cache), retrieval.{md,json}, linear_probe.json, tsne.png,
+             nearest_neighbours.png
+  --out_dir defaults to <exp>/eval/<checkpoint name>_<dataset>_split<NN>/ next to the checkpoint
+  (<exp>/ is the folder holding model/); for --ensemble, to ensemble_<views>/ beside the first file's
+  folder. A probs_<view>.npz holds probs float32 [V,K], labels int64 [V], videos str [V] (frame
+  folders), class_names str [K] and view str; read it with np.load(path, allow_pickle=False).
+"""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "CoCon fine-tuning and evaluation", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--net", default="resnet18", help="backbone of the imgs view (other views use at most resnet18)")
+    model.add_argument("--modality", default="imgs", choices=sorted(VIEWS), help="the view to fine-tune or evaluate")
+    model.add_argument("--img_dim", type=int, default=128, help="RGB input side; other views use their own size")
+    model.add_argument("--seq_len", type=int, default=5, help="frames per block")
+    model.add_argument("--num_seq", type=int, default=8, help="blocks per clip (and per test group)")
+    model.add_argument("--ds", type=int, default=3, help="frame stride")
+    model.add_argument("--dropout", type=float, default=0.5, help="dropout before the linear layer")
+    model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True,
+                       help="L2-normalise block features before the GRU, as pretraining did")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="ucf101", help="dataset name; its lists are in <csv_root>")
+    data.add_argument("--csv_root", type=Path, default=None,
+                      help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
+    data.add_argument("--split", type=int, default=1, help="split number (1-3 for UCF101/HMDB51)")
+    data.add_argument("--val_fraction", type=float, default=0.1,
+                      help="share of each class of the train split held out for validation")
+    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                      help="horizontal-flip augmentation (default: off for synthetic, whose classes are mirror pairs)")
+    data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+
+    optim = parser.add_argument_group("fine-tuning")
+    optim.add_argument("--pretrain", default=None, help="encoder checkpoint to start from, or 'random'")
+    optim.add_argument("--train_what", default="all", choices=model_lc.TRAIN_WHAT,
+                       help="all: everything at --lr; ft: backbone at --lr/10; last: head only (frozen encoder)")
+    optim.add_argument("--batch_size", type=int, default=8, help="clips per step (and test groups per forward)")
+    optim.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    optim.add_argument("--wd", type=float, default=1e-3, help="Adam weight decay")
+    optim.add_argument("--epochs", type=int, default=100, help="epochs to train")
+    optim.add_argument("--schedule", default=None,
+                       help="comma-separated epochs where the lr is multiplied by 0.1 "
+                       "(default 50,70,90; 60,120,180 when --img_dim >= 224)")
+    optim.add_argument("--resume", type=Path, default=None, help="fine-tuning checkpoint to continue")
+    optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and the val split")
+
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--test", type=Path, default=None, help="test this fine-tuned classifier checkpoint")
+    evaluation.add_argument("--ensemble", type=int, default=0, choices=(0, 1), help="1: fuse the --prob_<view> files")
+    for name in VIEWS:
+        evaluation.add_argument(f"--prob_{name}", type=Path, default=None, help=f"probability file of the {name} view")
+    evaluation.add_argument("--ensemble_weights", default=None,
+                            help="view=weight list, e.g. imgs=2,flow=2,seg=1,kphm=1 (those are the defaults)")
+    evaluation.add_argument("--retrieval", action=argparse.BooleanOptionalAction, default=False,
+                            help="recall@k of test videos against train videos with the frozen --pretrain encoder")
+    evaluation.add_argument("--recall_k", default="1,5,10,20,50", help="comma-separated k of recall@k")
+    evaluation.add_argument("--linear_probe", action=argparse.BooleanOptionalAction, default=False,
+                            help="logistic regression on frozen --pretrain features; test top-1")
+    evaluation.add_argument("--qualitative", action=argparse.BooleanOptionalAction, default=False,
+                            help="t-SNE and nearest-neighbour PNGs of the frozen --pretrain encoder")
+    evaluation.add_argument("--nn_queries", type=int, default=8, help="query rows of the nearest-neighbour image")
+    evaluation.add_argument("--nn_k", type=int, default=5, help="retrieved videos per row")
+    evaluation.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                            help="reuse cached encoder features (keyed by checkpoint path, mtime and settings)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--save_dir", type=Path, default=REPO_ROOT / "runs", help="root of fine-tuning experiments")
+    output.add_argument("--prefix", default="", help="prefix of the experiment folder name")
+    output.add_argument("--out_dir", type=Path, default=None, help="evaluation output folder (see below)")
+    output.add_argument("--print_freq", type=int, default=10, help="iterations between TensorBoard loss points")
+    output.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    return parser
+
+
+# ---------------------------------------------------------------- settings
+
+
+def csv_root(args: argparse.Namespace) -> Path:
+    return resolve_csv_root(args.csv_root, args.dataset)
+
+
+def view_size(args: argparse.Namespace) -> int:
+    return VIEWS[args.modality].size(args.img_dim)
+
+
+def lr_milestones(args: argparse.Namespace) -> list[int]:
+    """Epochs of the ×0.1 steps: ``--schedule``, else DPC's 50/70/90 (60/120/180 from 224 px)."""
+    if args.schedule is None:
+        return [60, 120, 180] if args.img_dim >= 224 else [50, 70, 90]
+    try:
+        return sorted(int(e) for e in args.schedule.split(",") if e.strip())
+    except ValueError as err:
+        raise ValueError(f"--schedule: expected comma-separated epochs, got {args.schedule!r}") from err
+
+
+def use_hflip(args: argparse.Namespace) -> bool:
+    """``--hflip``, else the trainer's rule (off for datasets whose classes are mirror pairs)."""
+    return resolve_hflip(args.hflip, args.dataset)
+
+
+def exp_name(args: argparse.Namespace) -> str:
+    """Experiment folder name encoding the fine-tuning settings."""
+    if args.pretrain in (None, "random"):
+        pretrain = "random"
+    else:
+        path = Path(args.pretrain).resolve()
+        pretrain = f"{path.name.removesuffix('.pth.tar')}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+    parts = [
+        f"ft_{args.dataset}-{args.split}", args.modality, view_backbone(args.modality, args.net), f"{view_size(args)}px",
+        f"sl{args.seq_len}", f"ns{args.num_seq}", f"ds{args.ds}", f"bs{args.batch_size}", f"lr{args.lr:g}",
+        f"wd{args.wd:g}", f"dp{args.dropout:g}", f"train-{args.train_what}", f"pre-{pretrain}",
+    ]
+    name = "_".join(parts)
+    return f"{args.prefix}_{name}" if args.prefix else name
+
+
+def default_out_dir(checkpoint: str | Path, args: argparse.Namespace) -> Path:
+    """``<exp>/eval/<checkpoint name>_<dataset>_split<NN>/``, where ``<exp>`` holds the checkpoint's ``model/``."""
+    path = Path(checkpoint).resolve()
+    exp = path.parent.parent if path.parent.name == "model" else path.parent
+    return exp / "eval" / f"{path.name.removesuffix('.pth.tar')}_{args.dataset}_split{args.split:02d}"
+
+
+def checkpoint_args(args: argparse.Namespace) -> dict:
+    """``args`` with paths as strings (checkpoints are read back with ``weights_only``)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def _single(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+def group_loader(entries: list[VideoEntry], args: argparse.Namespace) -> DataLoader:
+    """Whole videos, one per step; each item holds all its groups ``[G, N, C, SL, S, S]``."""
+    dataset = VideoGroupDataset(entries, [args.modality], {args.modality: view_size(args)},
+                                args.num_seq, args.seq_len, args.ds)
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers, collate_fn=_single)
+
+
+def build_classifier(args: argparse.Namespace, num_classes: int, track_running_stats: bool) -> model_lc.LinearClassifier:
+    return model_lc.LinearClassifier(
+        backbone=view_backbone(args.modality, args.net), in_channels=VIEWS[args.modality].channels,
+        img_dim=view_size(args), seq_len=args.seq_len, num_seq=args.num_seq, num_classes=num_classes,
+        dropout=args.dropout, l2_norm=args.l2_norm, track_running_stats=track_running_stats,
+    )
+
+
+def pretrain_running_stats(args: argparse.Namespace) -> bool:
+    """Keep BatchNorm running statistics unless the --pretrain checkpoint has none (DPC's and the
+    original CoCon's normalise with batch statistics; their frozen backbones need that in eval mode)."""
+    return args.pretrain in (None, "random") or ev.has_running_stats(args.pretrain)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epoch: int,
+                    args: argparse.Namespace, writer, iteration: int) -> tuple[dict, int]:
+    """One epoch of cross-entropy training; returns mean loss/top-1 and the updated iteration count."""
+    model.train()
+    model_lc.set_trainable(model, args.train_what, epoch)
+    loader.dataset.set_epoch(epoch)
+    loss_meter, acc_meter = AverageMeter(), AverageMeter()
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False):
+        x, y = batch[args.modality].to(args.device), batch["label"].to(args.device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_meter.update(loss.item(), len(y))
+        acc_meter.update(topk_accuracy(logits.detach(), y, (1,))[0], len(y))
+        iteration += 1
+        if iteration % args.print_freq == 0:
+            writer.add_scalar("iter/loss", loss.item(), iteration)
+    return {"loss": loss_meter.avg, "top1": acc_meter.avg}, iteration
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> dict:
+    """Loss, top-1 and top-5 on the middle clip of each validation video."""
+    model.eval()
+    loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    for batch in loader:
+        x, y = batch[args.modality].to(args.device), batch["label"].to(args.device)
+        logits = model(x)
+        acc1, acc5 = topk_accuracy(logits, y, (1, 5))
+        loss_meter.update(F.cross_entropy(logits, y).item(), len(y))
+        top1.update(acc1, len(y))
+        top5.update(acc5, len(y))
+    return {"loss": loss_meter.avg, "top1": top1.avg, "top5": top5.avg}
+
+
+def _resume(path: Path, args: argparse.Namespace, model: nn.Module, optimizer, scheduler) -> dict:
+    checkpoint = load_checkpoint(path, map_location=args.device)
+    if checkpoint.get("mode") != args.modality or "optimizer" not in checkpoint:
+        raise CheckpointError(f"--resume {path}: not a fine-tuning checkpoint of view {args.modality!r}")
+    model.load_state_dict(clean_state_dict(state_dict_of(checkpoint, path)))
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    return checkpoint
+
+
+def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[VideoEntry]) -> tuple[DataLoader, DataLoader]:
+    """Augmented random clips of the training videos; the middle clip of each validation video."""
+    size = {args.modality: view_size(args)}
+    clip = dict(num_seq=args.num_seq, seq_len=args.seq_len, ds=args.ds)
+    train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed)
+    val_set = MultiViewClipDataset(val, [args.modality], size, **clip, train=False)
+    # drop_last keeps BatchNorm1d from a batch of one; a set smaller than a batch is used whole.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
+                              drop_last=len(train_set) >= args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed))
+    return train_loader, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+
+
+def finetune(args: argparse.Namespace) -> dict:
+    """Fine-tune, keep the best checkpoint by validation top-1, then test it on the test split."""
+    from tensorboardX import SummaryWriter
+
+    root = csv_root(args)
+    train_all, class_names = load_split(root, "train", args.split)
+    test_entries, _ = load_split(root, "test", args.split)
+    train_entries, val_entries = holdout_split(train_all, args.val_fraction, args.seed)
+    torch.manual_seed(args.seed)
+    if args.resume is not None:
+        track = load_checkpoint(args.resume).get("track_running_stats", True)
+    else:
+        track = pretrain_running_stats(args)
+    model = build_classifier(args, len(class_names), track).to(args.device)
+    if args.resume is None:
+        if args.pretrain is None:
+            raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
+        if args.pretrain != "random":
+            print(f"pretrain {args.pretrain}: {ev.load_pretrained(model, args.pretrain, args.modality).summary()}")
+    optimizer = torch.optim.Adam(model_lc.parameter_groups(model, args.train_what, args.lr), weight_decay=args.wd)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(args), gamma=0.1)
+    start_epoch, best_acc, iteration = 0, -1.0, 0
+    if args.resume is not None:
+        state = _resume(args.resume, args, model, optimizer, scheduler)
+        start_epoch, best_acc, iteration = state["epoch"], state["best_acc"], state["iteration"]
+        exp = Path(args.resume).resolve().parent.parent
+    else:
+        exp = Path(args.save_dir) / exp_name(args)
+    model_dir = exp / "model"
+    train_loader, val_loader = clip_loaders(args, train_entries, val_entries)
+    print(f"fine-tuning {args.modality} on {len(train_entries)} train / {len(val_entries)} val videos "
+          f"({len(class_names)} classes, hflip {'on' if use_hflip(args) else 'off'}) into {exp}")
+    writers = {part: SummaryWriter(str(exp / "img" / part)) for part in ("train", "val")}
+    for epoch in range(start_epoch, args.epochs):
+        train_stats, iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"], iteration)
+        val_stats = evaluate(model, val_loader, args)
+        for part, stats in (("train", train_stats), ("val", val_stats)):
+            for key, value in stats.items():
+                writers[part].add_scalar(f"epoch/{key}", value, epoch)
+        writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
+        scheduler.step()
+        is_best = val_stats["top1"] > best_acc
+        best_acc = max(best_acc, val_stats["top1"])
+        checkpoint = {
+            "epoch": epoch + 1, "mode": args.modality, "net": args.net, "state_dict": model.state_dict(),
+            "best_acc": best_acc, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "iteration": iteration, "args": checkpoint_args(args), "class_names": list(class_names),
+            "track_running_stats": track,
+        }
+        atomic_save(checkpoint, model_dir / f"mode_{args.modality}_epoch{epoch + 1}.pth.tar")
+        prune_epochs(model_dir, f"mode_{args.modality}_epoch", keep=1)
+        if is_best:
+            atomic_save(checkpoint, model_dir / f"mode_{args.modality}_best.pth.tar")
+        print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_stats['loss']:.3f} top-1 {100 * train_stats['top1']:.1f}% "
+              f"| val loss {val_stats['loss']:.3f} top-1 {100 * val_stats['top1']:.1f}%{' (best)' if is_best else ''}")
+    for writer in writers.values():
+        writer.close()
+    best = model_dir / f"mode_{args.modality}_best.pth.tar"
+    results = test_classifier(best, args, test_entries, class_names, args.out_dir or default_out_dir(best, args))
+    return {"exp": str(exp), "best_val_top1": best_acc, "test": results}
+
+
+# ---------------------------------------------------------------- testing
+
+
+def load_classifier(path: Path, args: argparse.Namespace, num_classes: int) -> nn.Module:
+    """A fine-tuned classifier of ``--modality`` from ``path``, every key required."""
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    if checkpoint.get("mode") not in (None, args.modality):
+        raise CheckpointError(f"--test {path} is a classifier of the {checkpoint['mode']!r} view, "
+                              f"but --modality is {args.modality!r}")
+    model = build_classifier(args, num_classes, bool(checkpoint.get("track_running_stats", True)))
+    try:
+        model.load_state_dict(clean_state_dict(state_dict_of(checkpoint, path)))
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"--test {path} does not fit a {num_classes}-class {args.modality} classifier with --net {args.net} "
+            f"(a pretraining checkpoint goes to --pretrain): {' '.join(str(err).split())[:600]}"
+        ) from err
+    return model.to(args.device).eval()
+
+
+def test_classifier(checkpoint: Path, args: argparse.Namespace, entries: list[VideoEntry],
+                    class_names: list[str], out_dir: Path) -> dict:
+    """Whole-video test of a classifier checkpoint; writes the report files into ``out_dir``."""
+    model = load_classifier(checkpoint, args, len(class_names))
+    probs, labels, indices = ev.predict_videos(model, group_loader(entries, args), args.modality,
+                                               args.batch_size, args.device, progress=True)
+    videos = np.array([str(entries[i].frame_dir) for i in indices])
+    result = ev.VideoProbabilities(probs, labels, videos, np.array(class_names), args.modality)
+    return report(result, out_dir, "test", {"checkpoint": str(checkpoint), "split": args.split})
+
+
+def report(result: ev.VideoProbabilities, out_dir: Path, stem: str, extra: dict) -> dict:
+    """Save probabilities, metrics, figure and tables of one (or a fused) view; print a results line."""
+    out_dir = Path(out_dir)
+    probs_path = ev.save_probabilities(out_dir / f"probs_{result.view}.npz", result)
+    stats, files = ev.write_classification_report(out_dir, stem, result.probs, result.labels,
+                                                  list(result.class_names), f"{stem} {result.view}")
+    stats.update(extra, view=result.view, probs=str(probs_path), **{k: str(v) for k, v in files.items()})
+    ev.write_json(out_dir / f"{stem}_results.json", stats)
+    print(f"{stem} {result.view}: top-1 {100 * stats['top1']:.2f}% top-5 {100 * stats['top5']:.2f}% "
+          f"mean-class {100 * stats['mean_class_accuracy']:.2f}% on {stats['num_videos']} videos -> {out_dir}")
+    return stats
+
+
+def run_ensemble(args: argparse.Namespace) -> dict:
+    """Fuse the given probability files with the view weights."""
+    paths = {v: getattr(args, f"prob_{v}") for v in VIEWS if getattr(args, f"prob_{v}") is not None}
+    if len(paths) < 2:
+        raise ValueError(f"--ensemble 1 needs two or more of {[f'--prob_{v}' for v in VIEWS]}, got {len(paths)}")
+    files = {v: ev.load_probabilities(p) for v, p in paths.items()}
+    for view, content in files.items():
+        if content.view != view:
+            raise ValueError(f"--prob_{view} {paths[view]} holds probabilities of the {content.view!r} view")
+    weights = ev.parse_ensemble_weights(args.ensemble_weights)
+    fused = ev.ensemble_probabilities(files, weights)
+    first = Path(next(iter(paths.values()))).resolve()
+    out_dir = args.out_dir or first.parent.parent / f"ensemble_{fused.view}"
+    singles = {v: ev.classification_metrics(f.probs, f.labels, len(f.class_names))[0]["top1"] for v, f in files.items()}
+    extra = {"inputs": {v: str(p) for v, p in paths.items()}, "weights": {v: weights[v] for v in paths},
+             "single_view_top1": singles}
+    return report(fused, out_dir, "ensemble", extra)
+
+
+# ---------------------------------------------------------------- frozen encoder evaluation
+
+
+def build_encoder(args: argparse.Namespace) -> DPCRNN:
+    """The pretrained encoder of ``--pretrain`` (or a seeded random one), frozen, in eval mode."""
+    torch.manual_seed(args.seed)
+    encoder = DPCRNN(view_backbone(args.modality, args.net), VIEWS[args.modality].channels, view_size(args),
+                     args.seq_len, args.num_seq, pred_step=min(3, args.num_seq - 1), l2_norm=args.l2_norm,
+                     track_running_stats=pretrain_running_stats(args))
+    if args.pretrain != "random":
+        print(f"pretrain {args.pretrain}: {ev.load_pretrained(encoder, args.pretrain, args.modality).summary()}")
+    encoder.requires_grad_(False)
+    return encoder.to(args.device).eval()
+
+
+def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: list[VideoEntry], out_dir: Path) -> dict:
+    """Train (gallery) and test (query) video features of the frozen encoder, cached in ``out_dir``."""
+    root = csv_root(args)
+    lists = [split_csv_path(root, part, args.split) for part in ("train", "test")]
+    settings = {
+        "view": args.modality, "net": view_backbone(args.modality, args.net), "size": view_size(args),
+        "seq_len": args.seq_len, "num_seq": args.num_seq, "ds": args.ds, "l2_norm": args.l2_norm,
+        "seed": args.seed, **{p.name: f"{p.resolve()}@{p.stat().st_mtime_ns}" for p in lists},
+    }
+    key = ev.feature_cache_key(args.pretrain, settings)
+    path = ev.feature_cache_path(out_dir, key)
+    cached = ev.load_features(path, key) if args.cache else None
+    if cached is not None:
+        print(f"features loaded from cache {path}")
+        return {**cached, "cache": "hit"}
+    encoder = build_encoder(args)
+    arrays = {}
+    for part, entries in (("train", train), ("test", test)):
+        start = time.time()
+        feats, labels = ev.extract_video_features(encoder.encode, group_loader(entries, args), args.modality,
+                                                  args.batch_size, args.device, progress=True)
+        arrays[f"{part}_features"], arrays[f"{part}_labels"] = feats, labels
+        print(f"{part}: {len(entries)} video features {feats.shape} in {time.time() - start:.1f}s")
+    ev.save_features(path, key, arrays)
+    return {**arrays, "cache": "miss"}
+
+
+def evaluate_encoder(args: argparse.Namespace) -> dict:
+    """Retrieval, linear probe and figures of the frozen ``--pretrain`` encoder."""
+    if args.pretrain is None:
+        raise ValueError("--retrieval/--linear_probe/--qualitative evaluate the --pretrain encoder: pass a checkpoint")
+    if args.pretrain == "random" and args.out_dir is None:
+        raise ValueError("--pretrain random has no checkpoint folder to write next to: pass --out_dir")
+    out_dir = Path(args.out_dir or default_out_dir(args.pretrain, args))
+    root = csv_root(args)
+    train, class_names = load_split(root, "train", args.split)
+    test, _ = load_split(root, "test", args.split)
+    feats = encoder_features(args, train, test, out_dir)
+    results: dict = {"feature_cache": feats["cache"], "out_dir": str(out_dir)}
+    if args.retrieval:
+        ks = sorted({int(k) for k in args.recall_k.split(",") if k.strip()})
+        recalls = ev.retrieval_recall(feats["test_features"], feats["test_labels"],
+                                      feats["train_features"], feats["train_labels"], ks)
+        table = ev.recall_table(recalls, f"Retrieval, {args.dataset} split {args.split}, {args.modality}: "
+                                         f"{len(test)} test queries, {len(train)} train gallery videos (recall %)")
+        ev.write_text(out_dir / "retrieval.md", table)
+        ev.write_json(out_dir / "retrieval.json", {"recall": {str(k): v for k, v in recalls.items()},
+                                                   "queries": len(test), "gallery": len(train),
+                                                   "checkpoint": str(args.pretrain)})
+        print(table)
+        results["retrieval"] = recalls
+    if args.linear_probe:
+        probe = ev.linear_probe(feats["train_features"], feats["train_labels"], feats["test_features"],
+                                feats["test_labels"], seed=args.seed)
+        ev.write_json(out_dir / "linear_probe.json", {**probe, "checkpoint": str(args.pretrain)})
+        print(f"linear probe {args.modality}: train top-1 {100 * probe['train_top1']:.2f}% "
+              f"test top-1 {100 * probe['test_top1']:.2f}%")
+        results["linear_probe"] = probe
+    if args.qualitative:
+        results["figures"] = qualitative(args, feats, train, test, class_names, out_dir)
+    return results
+
+
+def qualitative(args: argparse.Namespace, feats: dict, train: list[VideoEntry], test: list[VideoEntry],
+                class_names: list[str], out_dir: Path) -> dict:
+    """t-SNE of the test videos and a nearest-neighbour grid of evenly spaced test queries."""
+    query_feats = ev.center_normalize(feats["test_features"])
+    gallery_feats = ev.center_normalize(feats["train_features"])
+    tsne = ev.tsne_figure(query_feats, feats["test_labels"], class_names, out_dir / "tsne.png", seed=args.seed)
+    rows = np.unique(np.linspace(0, len(test) - 1, min(args.nn_queries, len(test))).round().astype(int))
+    ranked = ev.rank_gallery(query_feats[rows], gallery_feats, args.nn_k)
+    grid = ev.nearest_neighbour_figure([test[i] for i in rows], [[train[j] for j in r] for r in ranked],
+                                       class_names, out_dir / "nearest_neighbours.png")
+    print(f"figures: {tsne}, {grid}")
+    return {"tsne": str(tsne), "nearest_neighbours": str(grid)}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the mode the flags select (see the --help epilog); returns its results."""
+    if args.ensemble:
+        return {"ensemble": run_ensemble(args)}
+    if args.test is not None or args.retrieval or args.linear_probe or args.qualitative:
+        results = {}
+        if args.test is not None:
+            root = csv_root(args)
+            entries, class_names = load_split(root, "test", args.split)
+            out_dir = args.out_dir or default_out_dir(args.test, args)
+            results["test"] = test_classifier(args.test, args, entries, class_names, out_dir)
+        if args.retrieval or args.linear_probe or args.qualitative:
+            results["encoder"] = evaluate_encoder(args)
+        return results
+    return {"finetune": finetune(args)}
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

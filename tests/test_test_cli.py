@@ -1,0 +1,221 @@
+"""test/test.py and test/model_lc.py on a tiny frame tree: fine-tune from a checkpoint in the
+trainer's format, resume, test, ensemble two views, retrieval (and its cache), linear probe and the
+qualitative figures; plus the classifier's parameter groups and the clear failures."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from train.model_3d import DPCRNN
+from utils import evaluation as ev
+from utils.checkpoint import CheckpointError, atomic_save, load_checkpoint
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("red", "green", "blue")
+
+
+def _load(name: str, filename: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "test" / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # test.py imports its sibling as plain `import model_lc`
+    spec.loader.exec_module(module)
+    return module
+
+
+model_lc = _load("model_lc", "model_lc.py")
+cli = _load("cocon_test_cli", "test.py")
+
+
+def _write_video(root: Path, name: str, video: str, c: int, rng: np.random.Generator) -> Path:
+    frames = root / "frame" / name / video
+    flow = root / "flow" / name / video
+    frames.mkdir(parents=True)
+    flow.mkdir(parents=True)
+    for i in range(1, 17):
+        image = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+        image[..., 2 - c] += 150  # BGR on disk: class = dominant colour
+        cv2.imwrite(str(frames / f"image_{i:05d}.jpg"), image)
+        motion = np.full((48, 64), 128 + 30 * (c - 1), np.uint8)
+        cv2.imwrite(str(flow / f"flow_x_{i:05d}.jpg"), motion)
+        cv2.imwrite(str(flow / f"flow_y_{i:05d}.jpg"), motion)
+    return frames
+
+
+def _save_encoder(path: Path, view: str, channels: int) -> Path:
+    """A DPCRNN state in train/model_trainer.py's checkpoint format."""
+    torch.manual_seed(0)
+    model = DPCRNN("resnet10", channels, 64, seq_len=3, num_seq=4, pred_step=1)
+    atomic_save({"epoch": 3, "mode": view, "net": "resnet10", "state_dict": model.state_dict(), "best_acc": 0.2,
+                 "optimizer": {}, "scheduler": {}, "iteration": 9, "args": {"net": "resnet10"}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """3 classes × 5 videos of 16 frames (3 train, 2 test each), RGB and flow, and two encoders."""
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    rows = {"train": [], "test": []}
+    for c, name in enumerate(CLASSES):
+        for v in range(5):
+            frames = _write_video(root / "data", name, f"{name}_v{v}", c, rng)
+            rows["train" if v < 3 else "test"].append(f"{frames},16\n")
+    lists = root / "lists"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(CLASSES)))
+    for part, lines in rows.items():
+        (lists / f"{part}_split01.csv").write_text("".join(lines))
+    model = root / "pretrain" / "model"
+    return {
+        "root": root,
+        "lists": lists,
+        "imgs": _save_encoder(model / "mode_imgs_best.pth.tar", "imgs", 3),
+        "flow": _save_encoder(model / "mode_flow_best.pth.tar", "flow", 2),
+    }
+
+
+def _argv(tree, *extra: str) -> list[str]:
+    return ["--net", "resnet10", "--dataset", "tiny", "--csv_root", str(tree["lists"]), "--img_dim", "64",
+            "--seq_len", "3", "--num_seq", "4", "--ds", "1", "--batch_size", "3", "--num_workers", "0",
+            "--save_dir", str(tree["root"] / "runs"), *extra]
+
+
+def _args(tree, *extra: str):
+    return cli.get_args_parser().parse_args(_argv(tree, *extra))
+
+
+def test_seed_command_parses_with_the_documented_defaults():
+    argv = "--net resnet18 --dataset ucf101 --modality imgs --batch_size 8 --img_dim 128 --pretrain m.pth.tar --epochs 100"
+    args = cli.get_args_parser().parse_args(argv.split())
+    assert cli.lr_milestones(args) == [50, 70, 90] and cli.use_hflip(args)
+    assert args.lr == 1e-3 and args.wd == 1e-3 and args.train_what == "all"
+    synthetic = cli.get_args_parser().parse_args([*argv.split(), "--dataset", "synthetic", "--img_dim", "224"])
+    assert not cli.use_hflip(synthetic) and cli.lr_milestones(synthetic) == [60, 120, 180]
+    assert cli.use_hflip(cli.get_args_parser().parse_args(["--dataset", "synthetic", "--hflip"]))
+
+
+def test_parameter_groups_and_freezing_match_real_names():
+    model = model_lc.LinearClassifier("resnet10", 3, 64, seq_len=3, num_seq=4, num_classes=5)
+    assert model(torch.randn(2, 4, 3, 3, 64, 64)).shape == (2, 5)
+    backbone = {id(p) for p in model.backbone.parameters()}
+    groups = model_lc.parameter_groups(model, "ft", lr=1e-3)
+    assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["lr"] == pytest.approx(1e-4)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    head = model_lc.parameter_groups(model, "last", lr=1e-3)[0]["params"]
+    assert {id(p) for p in head} == {id(p) for m in (model.final_bn, model.final_fc) for p in m.parameters()}
+    model.train()
+    model_lc.set_trainable(model, "all", epoch=0)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.agg.parameters())  # the GRU is never frozen by "all"
+    model_lc.set_trainable(model, "all", epoch=1)
+    assert all(p.requires_grad for p in model.parameters())
+    model_lc.set_trainable(model, "last", epoch=5)
+    assert not any(p.requires_grad for p in [*model.backbone.parameters(), *model.agg.parameters()])
+    assert not model.backbone.training and model.final_fc.training
+
+
+def test_finetune_resume_test_and_two_view_ensemble(tree):
+    args = _args(tree, "--modality", "imgs", "--pretrain", str(tree["imgs"]), "--epochs", "2", "--val_fraction", "0.34")
+    result = cli.main(args)["finetune"]
+    exp = Path(result["exp"])
+    model_dir = exp / "model"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["mode_imgs_best.pth.tar", "mode_imgs_epoch2.pth.tar"]
+    assert list((exp / "img" / "train").glob("events.out.tfevents.*"))
+    last = load_checkpoint(model_dir / "mode_imgs_epoch2.pth.tar")
+    assert last["mode"] == "imgs" and last["epoch"] == 2 and last["args"]["train_what"] == "all"
+    pretrained = load_checkpoint(tree["imgs"])["state_dict"]
+    for key in ("backbone.layer1.0.conv1.weight", "agg.cell_list.0.update_gate.weight"):
+        # unfrozen after the first epoch: both the backbone and the GRU learned
+        assert not torch.equal(last["state_dict"][key], pretrained[key]), key
+
+    out = exp / "eval" / "mode_imgs_best_tiny_split01"
+    stats = json.loads((out / "test_results.json").read_text())
+    assert stats["num_videos"] == 6 and stats["top1"] == result["test"]["top1"]
+    assert 0 <= stats["top1"] <= stats["top5"] <= 1
+    for name in ("test_confusion.png", "test_per_class.md", "test_per_class.csv"):
+        assert (out / name).stat().st_size > 0
+    probs = ev.load_probabilities(out / "probs_imgs.npz")
+    assert probs.probs.shape == (6, 3) and probs.view == "imgs"
+    top1 = (probs.probs.argmax(1) == probs.labels).mean()
+    assert stats["top1"] == pytest.approx(top1)
+
+    resumed = cli.main(_args(tree, "--modality", "imgs", "--resume", str(model_dir / "mode_imgs_epoch2.pth.tar"),
+                             "--epochs", "3", "--val_fraction", "0.34"))["finetune"]
+    assert resumed["exp"] == str(exp)
+    assert load_checkpoint(model_dir / "mode_imgs_epoch3.pth.tar")["iteration"] == 3 * last["iteration"] // 2
+    assert not (model_dir / "mode_imgs_epoch2.pth.tar").exists()
+
+    # A flow classifier checkpoint, tested from test/ as the seed runs it.
+    flow_ckpt = tree["root"] / "flowft" / "model" / "mode_flow_best.pth.tar"
+    flow_model = model_lc.LinearClassifier("resnet10", 2, 64, seq_len=3, num_seq=4, num_classes=3)
+    atomic_save({"epoch": 1, "mode": "flow", "state_dict": flow_model.state_dict()}, flow_ckpt)
+    run = subprocess.run([sys.executable, "test.py", *_argv(tree, "--modality", "flow", "--test", str(flow_ckpt))],
+                         cwd=REPO / "test", capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "test flow: top-1" in run.stdout
+    flow_probs = flow_ckpt.parents[1] / "eval" / "mode_flow_best_tiny_split01" / "probs_flow.npz"
+
+    # Ensemble from the repository root.
+    run = subprocess.run([sys.executable, "test/test.py", "--ensemble", "1", "--prob_imgs", str(out / "probs_imgs.npz"),
+                          "--prob_flow", str(flow_probs), "--out_dir", str(tree["root"] / "ens")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    fused = ev.load_probabilities(tree["root"] / "ens" / "probs_imgs+flow.npz")
+    imgs_probs = ev.load_probabilities(out / "probs_imgs.npz").probs  # rewritten by the resumed run
+    expected = (imgs_probs + ev.load_probabilities(flow_probs).probs) / 2  # weights 2 and 2
+    assert np.allclose(fused.probs, expected, atol=1e-6)
+    assert json.loads((tree["root"] / "ens" / "ensemble_results.json").read_text())["weights"] == {"imgs": 2.0, "flow": 2.0}
+
+
+def test_retrieval_probe_and_figures_then_cached_second_run(tree, monkeypatch):
+    argv = ("--modality", "imgs", "--pretrain", str(tree["imgs"]), "--retrieval", "--linear_probe", "--qualitative",
+            "--nn_queries", "3", "--nn_k", "4")
+    first = cli.main(_args(tree, *argv))["encoder"]
+    out = Path(first["out_dir"])
+    assert out == tree["imgs"].parents[1] / "eval" / "mode_imgs_best_tiny_split01"
+    assert first["feature_cache"] == "miss" and len(list(out.glob("features_*.npz"))) == 1
+    assert set(first["retrieval"]) == {1, 5, 10, 20, 50}
+    saved = json.loads((out / "retrieval.json").read_text())
+    assert saved["queries"] == 6 and saved["gallery"] == 9
+    assert saved["recall"]["50"] == 1.0  # k capped at the 9 gallery videos, all 3 classes present
+    assert "R@1" in (out / "retrieval.md").read_text()
+    assert 0 <= json.loads((out / "linear_probe.json").read_text())["test_top1"] <= 1
+    for name in ("tsne.png", "nearest_neighbours.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+    def no_extraction(*_args, **_kwargs):
+        raise AssertionError("features were recomputed despite the cache")
+
+    monkeypatch.setattr(ev, "extract_video_features", no_extraction)
+    second = cli.main(_args(tree, *argv))["encoder"]
+    assert second["feature_cache"] == "hit" and second["retrieval"] == first["retrieval"]
+    assert second["linear_probe"] == first["linear_probe"]
+
+
+def test_pretrain_of_another_view_fails_clearly(tree):
+    with pytest.raises(CheckpointError, match="'flow' view, but --modality is 'imgs'"):
+        cli.main(_args(tree, "--modality", "imgs", "--pretrain", str(tree["flow"]), "--epochs", "1"))
+    with pytest.raises(ValueError, match="--pretrain is required"):
+        cli.main(_args(tree, "--modality", "imgs", "--epochs", "1"))
+
+
+def test_pretrain_checkpoint_given_to_test_fails_clearly(tree):
+    with pytest.raises(CheckpointError, match="a pretraining checkpoint goes to --pretrain"):
+        cli.main(_args(tree, "--modality", "imgs", "--test", str(tree["imgs"]), "--out_dir", str(tree["root"] / "x")))
+
+
+def test_missing_class_index_fails_clearly(tree, tmp_path):
+    for name in ("train_split01.csv", "test_split01.csv"):
+        (tmp_path / name).write_text((tree["lists"] / name).read_text())
+    args = _args(tree, "--modality", "imgs", "--pretrain", "random", "--epochs", "1")
+    args.csv_root = tmp_path
+    with pytest.raises(FileNotFoundError, match=f"{os.sep}classInd.txt does not exist"):
+        cli.main(args)

@@ -1,0 +1,564 @@
+"""Evaluation logic of ``test/test.py``: whole-video scores, metrics, probability files, view
+ensembles, pretrained-weight checks, retrieval features, recall@k, the linear probe and figures.
+
+Probability file (``np.savez``, read with ``allow_pickle=False``), one row per test video:
+
+- ``probs``: float32 ``[V, K]``, softmax averaged over all groups of blocks of the video;
+- ``labels``: int64 ``[V]``, 0-based true class;
+- ``videos``: str ``[V]``, the video's RGB frame folder as listed in the split csv;
+- ``class_names``: str ``[K]``, from ``classInd.txt``;
+- ``view``: str scalar, the view (``imgs``, ``flow``, …, or ``a+b`` for an ensemble).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from utils.checkpoint import CheckpointError, LoadReport, clean_state_dict, load_checkpoint, load_weights, state_dict_of
+from utils.metrics import ConfusionMatrix, save_figure, topk_accuracy
+from utils.video_data import VideoEntry, read_frame
+from utils.views import VIEWS
+
+DEFAULT_ENSEMBLE_WEIGHTS = {"imgs": 2.0, "flow": 2.0, "farne": 2.0, "seg": 1.0, "kphm": 1.0}
+RECALL_KS = (1, 5, 10, 20, 50)
+_PROB_KEYS = ("probs", "labels", "videos", "class_names", "view")
+
+
+# ---------------------------------------------------------------- small atomic writers
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+
+def _first_conv(state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    return state.get("backbone.conv1.weight")
+
+
+def load_pretrained(model: nn.Module, path: str | Path, view: str) -> LoadReport:
+    """Load a CoCon/DPC encoder checkpoint of ``view`` into a model with a ``backbone`` (and ``agg``).
+
+    Args:
+        model: a classifier or encoder whose backbone lives under ``backbone.``.
+        path: the checkpoint (``mode_<view>_*.pth.tar`` of the trainer, or DPC's).
+        view: the view the model is built for (``--modality``).
+
+    Raises:
+        CheckpointError: the file is unreadable, was trained on another view (its ``mode``), feeds
+            another channel count to its first conv, or its backbone does not fit the model's
+            (another ``--net``): a run never silently continues from random weights.
+    """
+    checkpoint = load_checkpoint(path)
+    state = clean_state_dict(state_dict_of(checkpoint, path))
+    mode = checkpoint.get("mode")
+    if mode is not None and mode != view:
+        raise CheckpointError(f"{path} is a checkpoint of the {mode!r} view, but --modality is {view!r}")
+    conv = _first_conv(state)
+    if conv is None:
+        raise CheckpointError(f"{path} has no 'backbone.conv1.weight': not a DPC/CoCon encoder checkpoint")
+    channels = VIEWS[view].channels
+    if conv.shape[1] != channels:
+        raise CheckpointError(
+            f"{path}: its first conv takes {conv.shape[1]} channels (weight {tuple(conv.shape)}), "
+            f"but view {view!r} has {channels}; is it a checkpoint of another view?"
+        )
+    report = load_weights(model, state, path)
+    params = {name for name, _ in model.named_parameters() if name.startswith("backbone.")}
+    not_loaded = sorted(params - set(report.loaded))
+    if not_loaded:
+        raise CheckpointError(
+            f"{path}: {len(not_loaded)} backbone parameters do not fit the model (e.g. {not_loaded[:3]}; "
+            f"{report.summary()}); was it trained with another --net?"
+        )
+    return report
+
+
+def has_running_stats(path: str | Path) -> bool:
+    """Whether a checkpoint's backbone holds BatchNorm running statistics (DPC's and the original
+    CoCon's do not: they normalise with batch statistics even in eval mode)."""
+    state = state_dict_of(load_checkpoint(path), path)
+    return any(k.endswith("running_mean") for k in clean_state_dict(state) if k.startswith("backbone."))
+
+
+# ---------------------------------------------------------------- whole-video scores and metrics
+
+
+def _chunks(groups: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    for start in range(0, groups.shape[0], batch_size):
+        yield groups[start : start + batch_size]
+
+
+@torch.no_grad()
+def predict_videos(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    items: Iterable[dict],
+    view: str,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Softmax averaged over all groups of each video.
+
+    Args:
+        model: maps blocks ``[g, N, C, SL, H, W]`` to logits ``[g, K]`` (in eval mode).
+        items: per video ``{view: [G, N, C, SL, H, W], "label": int, "index": int}``
+            (a :class:`~utils.video_data.VideoGroupDataset` loader with ``batch_size=1`` unwrapped).
+        view: the key of the blocks in each item.
+        batch_size: groups sent through the model at once.
+        device: where the model runs.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``probs`` float32 ``[V, K]``, ``labels`` int64 ``[V]``, ``indices`` int64 ``[V]``.
+    """
+    probs, labels, indices = [], [], []
+    for item in tqdm(items, desc="test", disable=not progress):
+        scores = [F.softmax(model(chunk.to(device)).float(), dim=1) for chunk in _chunks(item[view], batch_size)]
+        probs.append(torch.cat(scores).mean(dim=0).cpu())  # [K]
+        labels.append(int(item["label"]))
+        indices.append(int(item["index"]))
+    return torch.stack(probs).numpy().astype(np.float32), np.array(labels, np.int64), np.array(indices, np.int64)
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[dict, ConfusionMatrix]:
+    """Top-1, top-5 and mean per-class accuracy of video scores, and their confusion matrix.
+
+    Args:
+        probs: ``[V, K]`` scores.
+        labels: ``[V]`` 0-based true classes.
+        num_classes: K.
+    """
+    top1, top5 = topk_accuracy(torch.from_numpy(probs), torch.from_numpy(labels), (1, 5))
+    confusion = ConfusionMatrix(num_classes)
+    confusion.update(probs.argmax(axis=1), labels)
+    stats = {
+        "top1": top1,
+        "top5": top5,
+        "mean_class_accuracy": confusion.mean_class_accuracy(),
+        "num_videos": int(len(labels)),
+        "num_classes": int(num_classes),
+    }
+    return stats, confusion
+
+
+def per_class_table(confusion: ConfusionMatrix, class_names: Sequence[str]) -> tuple[str, str]:
+    """Per-class accuracy as a markdown table and a csv (``class_id,class,videos,correct,accuracy``)."""
+    totals = confusion.matrix.sum(axis=1)
+    correct = np.diag(confusion.matrix)
+    md = ["| id | class | videos | correct | accuracy % |", "|---:|---|---:|---:|---:|"]
+    csv = ["class_id,class,videos,correct,accuracy"]
+    for i, name in enumerate(class_names):
+        acc = correct[i] / totals[i] if totals[i] else float("nan")
+        md.append(f"| {i + 1} | {name} | {totals[i]} | {correct[i]} | {100 * acc:.1f} |")
+        csv.append(f"{i + 1},{name},{totals[i]},{correct[i]},{acc:.4f}")
+    return "\n".join(md) + "\n", "\n".join(csv) + "\n"
+
+
+def write_classification_report(
+    out_dir: str | Path, stem: str, probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str
+) -> tuple[dict, dict[str, Path]]:
+    """Metrics plus ``<stem>_confusion.png``, ``<stem>_per_class.md`` and ``<stem>_per_class.csv``."""
+    out_dir = Path(out_dir)
+    stats, confusion = classification_metrics(probs, labels, len(class_names))
+    md, csv = per_class_table(confusion, class_names)
+    files = {
+        "confusion": confusion.plot(out_dir / f"{stem}_confusion.png", class_names, title=title),
+        "per_class_md": write_text(out_dir / f"{stem}_per_class.md", md),
+        "per_class_csv": write_text(out_dir / f"{stem}_per_class.csv", csv),
+    }
+    return stats, files
+
+
+# ---------------------------------------------------------------- probability files
+
+
+@dataclass
+class VideoProbabilities:
+    """Per-video class probabilities of one view (or an ensemble) on one split; see the module doc."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    videos: np.ndarray
+    class_names: np.ndarray
+    view: str
+
+
+def save_probabilities(path: str | Path, result: VideoProbabilities) -> Path:
+    """Write a probability file (``.npz``, no pickled objects), atomically."""
+    return _save_npz(
+        Path(path),
+        {
+            "probs": np.asarray(result.probs, np.float32),
+            "labels": np.asarray(result.labels, np.int64),
+            "videos": np.asarray([str(v) for v in result.videos], dtype=str),
+            "class_names": np.asarray([str(c) for c in result.class_names], dtype=str),
+            "view": np.asarray(result.view, dtype=str),
+        },
+    )
+
+
+def load_probabilities(path: str | Path) -> VideoProbabilities:
+    """Read a probability file written by :func:`save_probabilities`.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a key is missing, or shapes/dtypes are not as documented.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"probability file {path} does not exist; write it with test/test.py --test")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _PROB_KEYS if k not in data.files]
+            if missing:
+                raise ValueError(f"probability file {path} lacks {missing}; expected keys {list(_PROB_KEYS)}")
+            arrays = {k: data[k] for k in _PROB_KEYS}
+    except (OSError, EOFError) as err:
+        raise ValueError(f"probability file {path} cannot be read: {err}") from err
+    probs, labels, videos, names = arrays["probs"], arrays["labels"], arrays["videos"], arrays["class_names"]
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],) or videos.shape != (probs.shape[0],):
+        raise ValueError(
+            f"probability file {path}: probs {probs.shape}, labels {labels.shape}, videos {videos.shape}; "
+            "expected [V, K], [V], [V]"
+        )
+    if names.shape != (probs.shape[1],):
+        raise ValueError(f"probability file {path}: {names.shape[0]} class names for {probs.shape[1]} columns")
+    return VideoProbabilities(
+        probs.astype(np.float32), labels.astype(np.int64), videos.astype(str), names.astype(str), str(arrays["view"])
+    )
+
+
+def _first(items: Iterable[str], n: int = 3) -> str:
+    items = sorted(items)
+    return ", ".join(items[:n]) + (", …" if len(items) > n else "")
+
+
+def align_probabilities(reference: VideoProbabilities, other: VideoProbabilities, names: tuple[str, str]) -> VideoProbabilities:
+    """``other`` reordered to ``reference``'s videos, after checking both cover the same videos and classes.
+
+    Args:
+        reference, other: the two files' contents.
+        names: how to call them in messages (e.g. the flags ``--prob_imgs``, ``--prob_flow``).
+
+    Raises:
+        ValueError: other classes, other videos (how many differ on each side, and the first few),
+            or the same video with another label.
+    """
+    a, b = names
+    if list(reference.class_names) != list(other.class_names):
+        raise ValueError(
+            f"{a} and {b} have different classes ({len(reference.class_names)} vs {len(other.class_names)}; "
+            f"first differing: {_first(set(reference.class_names) ^ set(other.class_names))})"
+        )
+    ref_videos, other_videos = set(reference.videos), set(other.videos)
+    if ref_videos != other_videos or len(other.videos) != len(reference.videos):
+        only_a, only_b = ref_videos - other_videos, other_videos - ref_videos
+        raise ValueError(
+            f"{a} ({len(reference.videos)} videos) and {b} ({len(other.videos)} videos) cover different videos "
+            f"(another split?): {len(only_a)} only in {a} (e.g. {_first(only_a)}), "
+            f"{len(only_b)} only in {b} (e.g. {_first(only_b)})"
+        )
+    row = {v: i for i, v in enumerate(other.videos)}
+    order = np.array([row[v] for v in reference.videos])
+    aligned = VideoProbabilities(other.probs[order], other.labels[order], other.videos[order], other.class_names, other.view)
+    wrong = np.flatnonzero(aligned.labels != reference.labels)
+    if wrong.size:
+        raise ValueError(f"{a} and {b} give {wrong.size} videos different labels (e.g. {reference.videos[wrong[0]]})")
+    return aligned
+
+
+def parse_ensemble_weights(spec: str | None) -> dict[str, float]:
+    """``imgs=2,flow=2,seg=1,kphm=1`` → a weight per view (views not named keep the defaults)."""
+    weights = dict(DEFAULT_ENSEMBLE_WEIGHTS)
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        view, sep, value = part.partition("=")
+        view = view.strip()
+        if not sep or view not in VIEWS:
+            raise ValueError(f"--ensemble_weights: expected 'view=weight' with a view of {sorted(VIEWS)}, got {part!r}")
+        try:
+            weights[view] = float(value)
+        except ValueError as err:
+            raise ValueError(f"--ensemble_weights: weight of {view!r} is not a number: {value!r}") from err
+        if weights[view] < 0:
+            raise ValueError(f"--ensemble_weights: weight of {view!r} must be >= 0, got {value}")
+    return weights
+
+
+def ensemble_probabilities(files: Mapping[str, VideoProbabilities], weights: Mapping[str, float]) -> VideoProbabilities:
+    """Weighted average of the views' probabilities, videos aligned to the first file.
+
+    Args:
+        files: view name → its probability file's contents (two or more, in flag order).
+        weights: view name → weight; the weights are normalised to sum to one.
+
+    Raises:
+        ValueError: fewer than two files, zero total weight, or files that do not cover the same
+            videos and classes (see :func:`align_probabilities`).
+    """
+    if len(files) < 2:
+        raise ValueError(f"--ensemble needs at least two probability files, got {len(files)}")
+    views = list(files)
+    reference = files[views[0]]
+    total = sum(weights[v] for v in views)
+    if total <= 0:
+        raise ValueError(f"--ensemble_weights: weights of {views} sum to {total}; at least one must be > 0")
+    fused = np.zeros_like(reference.probs, dtype=np.float64)
+    for view in views:
+        aligned = reference if view == views[0] else align_probabilities(
+            reference, files[view], (f"--prob_{views[0]}", f"--prob_{view}")
+        )
+        fused += weights[view] / total * aligned.probs
+    return VideoProbabilities(
+        fused.astype(np.float32), reference.labels, reference.videos, reference.class_names, "+".join(views)
+    )
+
+
+# ---------------------------------------------------------------- features for retrieval and the probe
+
+
+@torch.no_grad()
+def extract_video_features(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    items: Iterable[dict],
+    view: str,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One feature per video: each group's maps pooled and L2-normalised, averaged over groups.
+
+    Args:
+        encode: blocks ``[g, N, C, SL, H, W]`` → maps ``[g, N, D, s, s]`` (``DPCRNN.encode``, eval mode).
+        items: per video ``{view: [G, N, C, SL, H, W], "label": int, ...}``.
+        view: the key of the blocks.
+        batch_size: groups encoded at once.
+        device: where the encoder runs.
+        progress: show a tqdm bar.
+
+    Returns:
+        float32 ``[V, D]`` and int64 labels ``[V]``.
+    """
+    features, labels = [], []
+    for item in tqdm(items, desc="features", disable=not progress):
+        pooled = []
+        for chunk in _chunks(item[view], batch_size):
+            z = encode(chunk.to(device))  # [g, N, D, s, s]
+            pooled.append(F.normalize(z.float().mean(dim=(1, 3, 4)), dim=1).cpu())  # [g, D]
+        features.append(torch.cat(pooled).mean(dim=0))
+        labels.append(int(item["label"]))
+    return torch.stack(features).numpy().astype(np.float32), np.array(labels, np.int64)
+
+
+def feature_cache_key(checkpoint: str | Path, settings: Mapping[str, object]) -> str:
+    """A key naming the checkpoint file (absolute path and mtime) and the extraction settings."""
+    path = Path(checkpoint)
+    stamp = f"{path.resolve()}@{path.stat().st_mtime_ns}" if path.is_file() else str(checkpoint)
+    return json.dumps({"checkpoint": stamp, **{k: str(v) for k, v in settings.items()}}, sort_keys=True)
+
+
+def feature_cache_path(folder: str | Path, key: str) -> Path:
+    """``<folder>/features_<hash of key>.npz``."""
+    return Path(folder) / f"features_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+
+
+def save_features(path: str | Path, key: str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Cache feature arrays with their key (atomic ``.npz``, no pickled objects)."""
+    return _save_npz(Path(path), {"key": np.asarray(key, dtype=str), **{k: np.asarray(v) for k, v in arrays.items()}})
+
+
+def load_features(path: str | Path, key: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays if ``path`` exists and was written for ``key``; otherwise ``None``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if "key" not in data.files or str(data["key"]) != key:
+            return None
+        return {k: data[k] for k in data.files if k != "key"}
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+def center_normalize(features: np.ndarray) -> np.ndarray:
+    """Subtract the set's mean feature, then L2-normalise each row (CoCLR's retrieval protocol)."""
+    centred = features - features.mean(axis=0, keepdims=True)
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
+
+def rank_gallery(query: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``[Q, min(k, G)]`` of each query's most cosine-similar gallery rows (rows already normalised)."""
+    k = min(k, gallery.shape[0])
+    similarity = query @ gallery.T  # [Q, G]
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def retrieval_recall(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    ks: Sequence[int] = RECALL_KS,
+) -> dict[int, float]:
+    """Recall@k: the share of queries with a gallery video of their class among their k nearest.
+
+    Each set is centred by its own mean and L2-normalised first; k is capped at the gallery size.
+
+    Args:
+        query, gallery: features ``[Q, D]``, ``[G, D]``.
+        query_labels, gallery_labels: classes ``[Q]``, ``[G]``.
+        ks: the k values.
+    """
+    ranked = rank_gallery(center_normalize(query), center_normalize(gallery), max(ks))
+    hits = gallery_labels[ranked] == query_labels[:, None]  # [Q, k_max]
+    return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def recall_table(recalls: Mapping[int, float], title: str) -> str:
+    """A markdown table of recall@k in percent."""
+    ks = sorted(recalls)
+    head = "| " + " | ".join(f"R@{k}" for k in ks) + " |"
+    rule = "|" + "---:|" * len(ks)
+    row = "| " + " | ".join(f"{100 * recalls[k]:.1f}" for k in ks) + " |"
+    return f"{title}\n\n{head}\n{rule}\n{row}\n"
+
+
+# ---------------------------------------------------------------- linear probe
+
+
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0
+) -> dict[str, float]:
+    """Logistic regression on standardised frozen features; train and test top-1.
+
+    A convex fit with L-BFGS needs no learning rate, epoch count or schedule, is deterministic and
+    takes seconds on cached video features, so the number depends on the features alone.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    classifier = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    classifier.fit(scaler.transform(train_x), train_y)
+    return {
+        "train_top1": float(classifier.score(scaler.transform(train_x), train_y)),
+        "test_top1": float(classifier.score(scaler.transform(test_x), test_y)),
+    }
+
+
+# ---------------------------------------------------------------- figures
+
+
+def tsne_figure(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | Path, seed: int = 0) -> Path:
+    """t-SNE of video features coloured by class, with a legend; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    n = features.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 videos, got {n}")
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    present = sorted(set(labels.tolist()))
+    cmap = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(9, 7))
+    for label in present:
+        mask = labels == label
+        ax.scatter(points[mask, 0], points[mask, 1], s=14, color=cmap(label % cmap.N), label=class_names[label])
+    ax.legend(fontsize=6 if len(present) > 20 else 8, loc="center left", bbox_to_anchor=(1.0, 0.5),
+              ncol=max(1, len(present) // 35 + 1), markerscale=1.5)
+    ax.set_title(f"t-SNE of {n} test videos (perplexity {perplexity:.0f})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def middle_frame(entry: VideoEntry) -> np.ndarray:
+    """The middle RGB frame of a video, uint8 ``[H, W, 3]``."""
+    return read_frame(Path(entry.frame_dir), "imgs", max(1, (entry.num_frames + 1) // 2)).transpose(1, 2, 0)
+
+
+def _bordered(image: np.ndarray, colour: tuple[int, int, int], width: int) -> np.ndarray:
+    out = image.copy()
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = colour, colour, colour, colour
+    return out
+
+
+def nearest_neighbour_figure(
+    queries: Sequence[VideoEntry],
+    neighbours: Sequence[Sequence[VideoEntry]],
+    class_names: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Rows: a query's middle frame, then its retrieved videos' middle frames, framed green when
+    of the query's class and red otherwise; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 1 + max(len(n) for n in neighbours)
+    fig, axes = plt.subplots(len(queries), cols, figsize=(1.8 * cols, 1.9 * len(queries)), squeeze=False)
+    for row, (query, found) in enumerate(zip(queries, neighbours)):
+        axes[row, 0].imshow(middle_frame(query))
+        axes[row, 0].set_title(f"query: {class_names[query.label]}", fontsize=7)
+        for col, hit in enumerate(found, start=1):
+            frame = middle_frame(hit)
+            width = max(2, frame.shape[0] // 20)
+            colour = (0, 200, 0) if hit.label == query.label else (220, 0, 0)
+            axes[row, col].imshow(_bordered(frame, colour, width))
+            axes[row, col].set_title(f"{col}: {class_names[hit.label]}", fontsize=7)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.suptitle("nearest train videos of test queries (green: same class, red: other)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
