@@ -1,0 +1,106 @@
+"""utils.distributed in one process, and a 2-process Gloo run against one process on the same global batch."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from train.losses import CoConLossConfig, cocon_loss
+from train.model_3d import DPCRNN
+from train.model_trainer import forward_views, wrap_model
+from utils.distributed import DistInfo, all_gather_with_grad, cleanup, init_distributed, is_main_process, seed_everything
+
+torch.set_num_threads(1)
+
+WORLD, LOCAL_B = 2, 2
+CFG = CoConLossConfig(temperature=0.1, msync_wt=10.0, dot_wt=10.0)
+CHANNELS = {"imgs": 3, "flow": 2}
+
+
+def _models() -> dict[str, DPCRNN]:
+    torch.manual_seed(0)
+    # Running statistics + eval mode: BatchNorm does not depend on how the batch is split.
+    models = {
+        view: DPCRNN("resnet10", c, 32, seq_len=2, num_seq=4, pred_step=2, track_running_stats=True)
+        for view, c in CHANNELS.items()
+    }
+    for model in models.values():
+        model.eval()
+    return models
+
+
+def _global_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {view: torch.randn(WORLD * LOCAL_B, 4, c, 2, 32, 32, generator=g) for view, c in CHANNELS.items()}
+
+
+def _loss_and_grads(models, batch, device):
+    outputs = forward_views(models, batch, device)
+    loss, _ = cocon_loss(outputs, CFG)
+    loss.backward()
+    grads = {f"{v}.{n}": p.grad.clone() for v, m in models.items() for n, p in m.named_parameters()}
+    return loss.detach(), grads, outputs["imgs"][1].shape[0]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = init_distributed()
+    try:
+        assert info.distributed and info.rank == rank and info.world_size == WORLD
+        assert is_main_process() == (rank == 0)
+        models = {v: wrap_model(m, info, n_gpu=1) for v, m in _models().items()}
+        local = {v: x[rank * LOCAL_B : (rank + 1) * LOCAL_B] for v, x in _global_batch().items()}
+        loss, grads, gathered = _loss_and_grads(models, local, info.device)
+        grads = {k.replace("module.", ""): g for k, g in grads.items()}
+        torch.save({"loss": loss, "grads": grads, "gathered": gathered}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_matches_one_process(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    loss, grads, gathered = _loss_and_grads(_models(), _global_batch(), torch.device("cpu"))
+    for rank in range(WORLD):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert result["gathered"] == WORLD * LOCAL_B  # negatives span the global batch
+        torch.testing.assert_close(result["loss"], loss, rtol=1e-5, atol=1e-6)
+        # DDP averages the per-process gradients of the same global loss: the global gradient.
+        assert result["grads"].keys() == grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # Sanity: one process's share of the batch alone gives another loss (fewer negatives).
+    half = {v: x[:LOCAL_B] for v, x in _global_batch().items()}
+    with torch.no_grad():
+        alone, _ = cocon_loss(forward_views(_models(), half, torch.device("cpu")), CFG)
+    assert not torch.allclose(alone, loss)
+
+
+def test_single_process_helpers(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    info = init_distributed()
+    assert info == DistInfo(0, 1, 0, info.device, False)
+    assert info.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert is_main_process()
+    x = torch.randn(3, 2, requires_grad=True)
+    assert all_gather_with_grad(x) is x
+    seed_everything(5)
+    a = torch.rand(3)
+    seed_everything(5)
+    assert torch.equal(a, torch.rand(3))
+    cleanup()
+
+
+def test_bad_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK"):
+        init_distributed()

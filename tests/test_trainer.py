@@ -1,0 +1,165 @@
+"""CLI runs of train/model_trainer.py on a tiny multi-view frame tree (resnet10, 32-64 px, CPU)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_dataset import make_tiny_dataset
+from train.model_3d import DPCRNN
+from train.model_trainer import experiment_dir, get_args_parser, main
+from utils.checkpoint import load_checkpoint
+
+torch.set_num_threads(1)
+
+ALL_VIEWS = ["imgs", "flow", "seg", "kphm"]
+
+
+@pytest.fixture(scope="module")
+def csv_root(tmp_path_factory):
+    # 6 videos per class: 5 in the train list, 1 per class held out -> 8 training clips = 4 batches of 2.
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"), videos_per_class=6, num_frames=20)
+
+
+def _args(csv_root, save_dir, *extra, views="imgs_flow"):
+    argv = ["--dataset", "tiny", "--net", "resnet10", "--img_dim", "32", "--modalities", views,
+            "--num_seq", "4", "--seq_len", "2", "--ds", "2", "--pred_step", "2", "--batch_size", "2",
+            "--num_workers", "0", "--save_dir", str(save_dir), "--val_fraction", "0.2", "--ft_freq", "0",
+            "--print_freq", "1000", "--vis_log_freq", "1000", "--epochs", "1"]
+    if csv_root is not None:
+        argv += ["--csv_root", str(csv_root)]
+    return get_args_parser().parse_args(argv + list(extra))
+
+
+def _history(exp_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (exp_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_two_epochs_write_checkpoints_best_copies_and_logs(csv_root, tmp_path):
+    # 2 of each class's 5 videos held out: the probe's ridge classifier gets one per class to fit.
+    args = _args(csv_root, tmp_path, "--epochs", "2", "--ft_freq", "1", "--vis_log_freq", "3", "--print_freq", "2",
+                 "--val_fraction", "0.4", views="_".join(ALL_VIEWS))
+    result = main(args)
+    exp = result["exp_dir"]
+    assert exp == experiment_dir(args) and exp.name == (
+        "cocon_tiny-32_resnet10_imgs_flow_seg_kphm_bs2_seq4_len2_ds2_pred2_lr0.001_sync10_dot10")
+    assert json.loads((exp / "args.json").read_text())["modalities"] == "imgs_flow_seg_kphm"
+    for view in ALL_VIEWS:
+        for name in ("epoch1", "epoch2", "best"):
+            ckpt = load_checkpoint(exp / "model" / f"mode_{view}_{name}.pth.tar")  # weights_only
+            assert ckpt["mode"] == view and ckpt["net"] == "resnet10" and ckpt["iteration"] > 0
+            assert set(ckpt) >= {"epoch", "state_dict", "best_acc", "optimizer", "scheduler", "args"}
+            assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+        assert load_checkpoint(exp / "model" / f"mode_{view}_epoch2.pth.tar")["epoch"] == 2
+    # The checkpoint loads into a fresh encoder of that view, every key matching.
+    model = DPCRNN("resnet10", 17, 64, seq_len=2, num_seq=4, pred_step=2)
+    model.load_state_dict(load_checkpoint(exp / "model" / "mode_kphm_epoch2.pth.tar")["state_dict"])
+
+    history = _history(exp)
+    assert [h["epoch"] for h in history] == [1, 2] and history[0]["best"]
+    assert history[-1]["iteration"] == 6 and history[-1]["steps"] == 6  # 6 training clips, batch 2
+    for key in ("cpc/imgs", "cpc_top1/kphm", "sync/imgs-flow", "coop/seg-kphm", "total"):
+        assert key in history[0]["train"] and key in history[0]["val"]
+    probe = history[0]["probe"]
+    assert {"ridge_acc/imgs", "kmeans_ari/flow", "kmeans_vmeasure/seg", "kmeans_nmi/imgs-kphm"} <= set(probe)
+    assert set(history[0]["lr"]) >= {"imgs/backbone", "kphm/head"}
+
+    events = list((exp / "img").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    raw = events[0].read_bytes()
+    for tag in (b"train/cpc/flow", b"train/coop/imgs-seg", b"val/cpc_top1", b"lr/seg/head", b"probe/ridge_acc/imgs",
+                b"input/kphm", b"input/imgs", b"cos_sim/imgs-flow/positive", b"cos_sim/seg-kphm/negative"):
+        assert tag in raw, tag
+
+
+def _run_and_load(args) -> tuple[Path, dict]:
+    exp = main(args)["exp_dir"]
+    views = args.modalities.split("_")
+    return exp, {v: load_checkpoint(exp / "model" / f"mode_{v}_epoch{args.epochs}.pth.tar") for v in views}
+
+
+def test_resume_equals_straight_run(csv_root, tmp_path):
+    _, straight = _run_and_load(_args(csv_root, tmp_path / "a", "--epochs", "2"))
+    exp, _ = _run_and_load(_args(csv_root, tmp_path / "b", "--epochs", "1"))
+    # A run killed during epoch 2 left only epoch 1's checkpoints: resume from the folder.
+    _, resumed = _run_and_load(_args(csv_root, tmp_path / "b", "--epochs", "2", "--resume", str(exp / "model")))
+    for view in ("imgs", "flow"):
+        a, b = straight[view], resumed[view]
+        assert a["epoch"] == b["epoch"] == 2 and a["iteration"] == b["iteration"] == 8
+        for key, tensor in a["state_dict"].items():
+            assert torch.equal(tensor, b["state_dict"][key]), key
+        for pid, pstate in a["optimizer"]["state"].items():
+            assert torch.equal(pstate["exp_avg"], b["optimizer"]["state"][pid]["exp_avg"])
+        assert a["scheduler"] == b["scheduler"] and a["best_acc"] == b["best_acc"]
+    hist_a, hist_b = _history(tmp_path / "a" / exp.name), _history(exp)
+    assert [h["epoch"] for h in hist_b] == [1, 2]
+    assert hist_a[1]["train"] == hist_b[1]["train"] and hist_a[1]["val"] == hist_b[1]["val"]
+    # Resuming from one view's checkpoint file picks the same epoch for every view; --start-epoch overrides.
+    result = main(_args(csv_root, tmp_path / "c", "--epochs", "2", "--resume", str(exp / "model" / "mode_flow_epoch1.pth.tar"),
+                        "--start-epoch", "2"))
+    assert result["history"] == []
+
+
+@pytest.mark.parametrize("accum, steps", [(1, 4), (2, 2), (3, 2)])  # 3: after batch 3 and at the epoch's end
+def test_grad_accum_steps_every_k_batches(csv_root, tmp_path, accum, steps):
+    exp, ckpts = _run_and_load(_args(csv_root, tmp_path, "--grad_accum", str(accum), views="imgs"))
+    adam_steps = {int(s["step"]) for s in ckpts["imgs"]["optimizer"]["state"].values()}
+    assert adam_steps == {steps} and ckpts["imgs"]["steps"] == steps and ckpts["imgs"]["iteration"] == 4
+
+
+def test_nan_loss_stops_naming_view_and_term(csv_root, tmp_path):
+    bad = DPCRNN("resnet10", 2, 32, seq_len=2, num_seq=4, pred_step=2)
+    with torch.no_grad():
+        bad.network_pred[0].weight.fill_(float("nan"))
+    torch.save({"mode": "flow", "state_dict": bad.state_dict()}, tmp_path / "bad_flow.pth.tar")
+    args = _args(csv_root, tmp_path, "--flow_restore_ckpt", str(tmp_path / "bad_flow.pth.tar"))
+    with pytest.raises(FloatingPointError, match=r"cpc/flow = nan") as err:
+        main(args)
+    assert "imgs" not in str(err.value) and "epoch 0, batch 0" in str(err.value)
+    assert not list((experiment_dir(args) / "model").glob("*.pth.tar"))
+
+
+def test_training_lowers_the_loss(csv_root, tmp_path):
+    exp = main(_args(csv_root, tmp_path, "--epochs", "4", "--sampling", "center"))["exp_dir"]
+    first, last = _history(exp)[0]["train"], _history(exp)[-1]["train"]
+    assert last["total"] < 0.85 * first["total"]
+    assert last["cpc/imgs"] + last["cpc/flow"] < 0.7 * (first["cpc/imgs"] + first["cpc/flow"])
+    assert last["cpc_top1/imgs"] + last["cpc_top1/flow"] > first["cpc_top1/imgs"] + first["cpc_top1/flow"]
+
+
+@pytest.mark.parametrize("extra, error, match", [
+    (["--modalities", "imgs_depth"], ValueError, r"--modalities .*depth"),
+    (["--img_dim", "100"], ValueError, "--img_dim"),
+    (["--pred_step", "4"], ValueError, "--pred_step"),
+    (["--net", "resnet7"], ValueError, "--net"),
+    (["--grad_accum", "0"], ValueError, "--grad_accum"),
+    (["--val_fraction", "1.5"], ValueError, "--val_fraction"),
+    (["--seg_restore_ckpt", "x.pth.tar"], ValueError, "--seg_restore_ckpt .* not in --modalities"),
+    (["--imgs_restore_ckpt", "/no/such.pth.tar"], Exception, "/no/such.pth.tar does not exist"),
+    (["--resume", "/no/such/model"], FileNotFoundError, "--resume /no/such/model"),
+    (["--batch_size", "64"], ValueError, "--batch_size 64"),
+    (["--amp"], ValueError, "--amp needs a CUDA device"),
+])
+def test_bad_flags_fail_at_start(csv_root, tmp_path, monkeypatch, extra, error, match):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(error, match=match):
+        main(_args(csv_root, tmp_path, *extra))
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.glob("*/model/*.pth.tar"))
+
+
+def test_missing_dataset_and_view_on_disk(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--dataset no_such_set.*write_csv.py"):
+        main(_args(None, tmp_path, "--dataset", "no_such_set"))
+    rgb_only = make_tiny_dataset(tmp_path / "rgb", videos_per_class=2, num_frames=10, views=("imgs",))
+    with pytest.raises(FileNotFoundError, match=r"flow: 2 missing"):
+        main(_args(rgb_only, tmp_path, views="imgs_flow"))
+
+
+def test_seed_command_line_help_runs_from_train_folder_and_root():
+    root = Path(__file__).resolve().parents[1]
+    for cwd, script in ((root / "train", "model_trainer.py"), (root, "train/model_trainer.py")):
+        out = subprocess.run([sys.executable, script, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "--imgs_restore_ckpt" in out.stdout and "--grad_accum" in out.stdout

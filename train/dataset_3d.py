@@ -1,0 +1,105 @@
+"""Pretraining datasets: the train split's videos, minus a held-out validation set, as multi-view clips.
+
+The loading itself (split lists, clip sampling, frame reading, augmentation) lives in
+:mod:`utils.video_data`, shared with ``test/test.py``; this module only picks the pieces for CoCon
+pretraining. Validation is held out of the *train* split (seeded, class-stratified), never taken
+from the test split.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from utils.video_data import (
+    DEFAULT_CSV_ROOT,
+    MultiViewClipDataset,
+    check_views_on_disk,
+    holdout_split,
+    load_split,
+)
+from utils.views import VIEWS
+
+SAMPLING_MODES = ("dynamic", "center")
+# Its classes are mirror pairs (wave_left vs wave_right, ...): a flip would swap labels.
+MIRRORED_DATASETS = ("synthetic",)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_csv_root(csv_root: str | Path | None, dataset: str) -> Path:
+    """``--csv_root``, or ``process_data/data/<dataset>`` relative to the repository (not the cwd).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+    """
+    root = Path(csv_root) if csv_root is not None else DEFAULT_CSV_ROOT / dataset
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no split lists for --dataset {dataset}: {root} does not exist; write them with "
+            "process_data/write_csv.py or point --csv_root at the folder holding train_split01.csv"
+        )
+    return root
+
+
+def resolve_hflip(hflip: bool | None, dataset: str) -> bool:
+    """``--hflip``; unset means on, except for datasets whose classes are mirror images."""
+    if hflip is not None:
+        return hflip
+    return dataset not in MIRRORED_DATASETS
+
+
+def view_sizes(views: Sequence[str], img_dim: int) -> dict[str, int]:
+    """Input side of each view when RGB is fed at ``img_dim`` (SPEC.md's table)."""
+    return {view: VIEWS[view].size(img_dim) for view in views}
+
+
+def build_pretrain_datasets(
+    csv_root: str | Path,
+    split: int,
+    views: Sequence[str],
+    img_dim: int,
+    num_seq: int,
+    seq_len: int,
+    ds: int,
+    hflip: bool,
+    sampling: str,
+    val_fraction: float,
+    seed: int,
+) -> tuple[MultiViewClipDataset, MultiViewClipDataset, list[str]]:
+    """Training and held-out validation clips of the train list of ``split``.
+
+    Args:
+        csv_root: folder with ``train_split0<split>.csv`` (or ``train_split.csv``) and ``classInd.txt``.
+        split: split number (1-3; single-split datasets ignore it).
+        views: view names, e.g. ``["imgs", "flow"]``.
+        img_dim: RGB side; other views take their own size (:func:`view_sizes`).
+        num_seq, seq_len, ds: blocks per clip, frames per block, frame stride.
+        hflip: allow horizontal flips in training.
+        sampling: "dynamic" (random clip start) or "center" (middle clip; crops and colours still random).
+        val_fraction: share of each class's training videos held out for validation.
+        seed: seed of the hold-out split and of the augmentation draws.
+
+    Returns:
+        ``(train_ds, val_ds, class_names)``; validation clips are the middle clip, centre-cropped.
+
+    Raises:
+        ValueError: an unknown ``sampling``.
+        FileNotFoundError: a missing split list or class index, or a view missing on disk.
+    """
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"--sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+    entries, class_names = load_split(csv_root, "train", split)
+    check_views_on_disk(entries, views, f"train split {split} of {csv_root}")
+    train_entries, val_entries = holdout_split(entries, val_fraction, seed)
+    sizes = view_sizes(views, img_dim)
+    common = dict(views=views, sizes=sizes, num_seq=num_seq, seq_len=seq_len, ds=ds, seed=seed)
+    train_ds = MultiViewClipDataset(
+        train_entries, train=True, hflip=hflip, random_start=sampling == "dynamic", **common
+    )
+    val_ds = MultiViewClipDataset(val_entries, train=False, hflip=False, random_start=False, **common)
+    log.info(
+        "%d training and %d held-out validation videos of %d classes from %s (views %s, sizes %s)",
+        len(train_ds), len(val_ds), len(class_names), csv_root, "_".join(views), sizes,
+    )
+    return train_ds, val_ds, class_names

@@ -1,0 +1,592 @@
+"""CoCon pretraining: one DPC-RNN encoder per view, trained with CPC and the cross-view sync and
+cooperative losses (SPEC.md). The same script runs on one CPU, on several GPUs and under torchrun.
+
+    cd train && python model_trainer.py --net resnet18 --dataset hmdb51 --modalities imgs_flow_seg_kphm \
+        --batch_size 16 --img_dim 128 --epochs 100
+    python train/model_trainer.py --dataset synthetic --net resnet10 --img_dim 64 --modalities imgs_flow_seg_kphm
+    torchrun --nproc_per_node 4 train/model_trainer.py --dataset ucf101 --modalities imgs_flow
+
+``--batch_size`` is per GPU: several visible GPUs without torchrun run DataParallel on a loader batch
+of batch_size × GPUs; under torchrun every process loads batch_size clips and the encoders' outputs
+are all-gathered (with gradient) so the contrastive negatives span the global batch.
+
+Each view has its own model, Adam optimiser and ReduceLROnPlateau, so each view's checkpoint
+``<exp>/model/mode_<view>_epoch<N>.pth.tar`` is self-contained; ``mode_<view>_best.pth.tar`` follows
+the best validation CPC top-1 (mean over views). The validation clips are held out of the train split.
+The probe every ``--ft_freq`` epochs uses the validation pass's pooled features: a ridge classifier
+fit on a seeded half of them and scored on the other half, k-means against the labels, and the
+mutual information between the views' k-means clusterings.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensorboardX import SummaryWriter
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from tqdm import tqdm
+
+from train.dataset_3d import SAMPLING_MODES, build_pretrain_datasets, resolve_csv_root, resolve_hflip
+from train.losses import CoConLossConfig, cocon_loss, pool_blocks
+from train.model_3d import DPCRNN
+from utils.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    load_checkpoint,
+    load_weights,
+    prune_epochs,
+    state_dict_of,
+)
+from utils.distributed import DistInfo, all_gather_with_grad, cleanup, init_distributed, is_main_process, seed_everything
+from utils.metrics import AverageMeter
+from utils.video_data import REPO_ROOT
+from utils.views import VIEWS, parse_views, view_backbone
+from utils.visualize import clip_grid
+
+DEBUG_BATCHES = 3  # batches per epoch (train and validation) under --debug
+log = logging.getLogger("cocon.pretrain")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every flag of CoCon pretraining, grouped."""
+    parser = argparse.ArgumentParser("CoCon pretraining", description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="ucf101", help="dataset name: names the experiment and the default --csv_root")
+    data.add_argument("--csv_root", default=None, help="folder of train_split0N.csv and classInd.txt (default: <repo>/process_data/data/<dataset>)")
+    data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="which train list to read")
+    data.add_argument("--modalities", default="imgs", help="views joined by '_', e.g. imgs_flow_seg_kphm")
+    data.add_argument("--img_dim", type=int, default=128, help="RGB side in pixels; other views use their own size")
+    data.add_argument("--seq_len", type=int, default=5, help="frames per block (SL)")
+    data.add_argument("--num_seq", type=int, default=8, help="blocks per clip (N)")
+    data.add_argument("--ds", type=int, default=3, help="frame stride of a clip")
+    data.add_argument("--sampling", default="dynamic", choices=SAMPLING_MODES, help="random clip start (dynamic) or the middle clip (center)")
+    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on, off for synthetic whose classes are mirror pairs)")
+    data.add_argument("--val_fraction", type=float, default=0.1, help="share of each class's training videos held out for validation")
+    data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--net", default="resnet18", help="RGB backbone (other views use at most resnet18)")
+    model.add_argument("--pred_step", type=int, default=3, help="future blocks predicted (P)")
+    model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise features and predictions")
+
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--temp", type=float, default=0.07, help="temperature of the CPC scores")
+    loss.add_argument("--msync_wt", type=float, default=10.0, help="weight of each view pair's sync loss")
+    loss.add_argument("--dot_wt", type=float, default=10.0, help="weight of each view pair's cooperative loss")
+    loss.add_argument("--pool", default="avg", choices=("avg", "max"), help="pooling of block maps for the cross-view losses")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--batch_size", type=int, default=16, help="clips per GPU (per process under torchrun)")
+    optim.add_argument("--epochs", type=int, default=100, help="last epoch (exclusive) to train")
+    optim.add_argument("--start-epoch", dest="start_epoch", type=int, default=None, help="0-based first epoch to run (default: 0, or the resumed one)")
+    optim.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    optim.add_argument("--wd", type=float, default=1e-5, help="Adam weight decay")
+    optim.add_argument("--tune_bb", type=float, default=1.0, help="lr multiplier of a restored non-RGB backbone")
+    optim.add_argument("--tune_imgs_bb", type=float, default=1.0, help="lr multiplier of a restored RGB backbone")
+    optim.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimiser step")
+    optim.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision on CUDA (bf16, else fp16 with a grad scaler)")
+    optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
+
+    ckpt = parser.add_argument_group("checkpoints")
+    for view in VIEWS:
+        ckpt.add_argument(f"--{view}_restore_ckpt", default=None, help=f"initialise the {view} encoder from this DPC/CoCon checkpoint")
+    ckpt.add_argument("--resume", default=None, help="an experiment's model/ folder or one of its view checkpoints")
+    ckpt.add_argument("--save_dir", default=str(REPO_ROOT / "runs"), help="parent folder of experiment folders")
+    ckpt.add_argument("--prefix", default="cocon", help="first part of the experiment folder name")
+    ckpt.add_argument("--notes", default="", help="suffix of the experiment folder name")
+    ckpt.add_argument("--keep_last", type=int, default=3, help="epoch checkpoints kept per view")
+
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--print_freq", type=int, default=10, help="iterations between log lines and training scalars")
+    logs.add_argument("--vis_log_freq", type=int, default=100, help="iterations between input grids and similarity histograms")
+    logs.add_argument("--ft_freq", type=int, default=10, help="epochs between ridge/k-means probes (0: never)")
+    logs.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help=f"{DEBUG_BATCHES} batches per epoch (smoke runs)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Reject bad flags before anything is built; return the views."""
+    views = parse_views(args.modalities)
+    positive = ("batch_size", "epochs", "grad_accum", "keep_last", "print_freq", "vis_log_freq", "seq_len", "num_seq", "ds")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
+    if args.num_workers < 0 or args.ft_freq < 0:
+        raise ValueError("--num_workers and --ft_freq must be >= 0")
+    for view in VIEWS:
+        if getattr(args, f"{view}_restore_ckpt") and view not in views:
+            raise ValueError(f"--{view}_restore_ckpt is set but {view} is not in --modalities {args.modalities}")
+    if args.amp and not torch.cuda.is_available():
+        raise ValueError("--amp needs a CUDA device and none is visible; drop --amp to train in float32 on CPU")
+    return views
+
+
+def experiment_dir(args: argparse.Namespace) -> Path:
+    """``<save_dir>/<prefix>_<dataset>-<img_dim>_<net>_<modalities>_bs…_seq…_len…_ds…_pred…_lr…_sync…_dot…[_notes]``."""
+    name = (
+        f"{args.prefix}_{args.dataset}-{args.img_dim}_{args.net}_{args.modalities}_bs{args.batch_size}"
+        f"_seq{args.num_seq}_len{args.seq_len}_ds{args.ds}_pred{args.pred_step}_lr{args.lr:g}"
+        f"_sync{args.msync_wt:g}_dot{args.dot_wt:g}"
+    )
+    return Path(args.save_dir) / (f"{name}_{args.notes}" if args.notes else name)
+
+
+# ---------------------------------------------------------------- models and optimisers
+
+
+def build_models(views: list[str], args: argparse.Namespace) -> dict[str, DPCRNN]:
+    """One DPC-RNN per view at its own size; non-RGB views use at most resnet18."""
+    return {
+        view: DPCRNN(
+            view_backbone(view, args.net), VIEWS[view].channels, VIEWS[view].size(args.img_dim),
+            args.seq_len, args.num_seq, args.pred_step, args.l2_norm,
+        )
+        for view in views
+    }
+
+
+def restore_encoder(model: nn.Module, view: str, path: str) -> None:
+    """Initialise ``model`` from a DPC/CoCon checkpoint of the same view (matching keys only)."""
+    checkpoint = load_checkpoint(path)
+    mode = checkpoint.get("mode")
+    if mode is not None and mode != view:
+        raise CheckpointError(f"--{view}_restore_ckpt {path} is a checkpoint of the {mode!r} view")
+    report = load_weights(model, state_dict_of(checkpoint, path), path)
+    log.info("restored %s encoder from %s: %s", view, path, report.summary())
+
+
+def build_optimizer(model: nn.Module, lr: float, wd: float, backbone_mult: float) -> torch.optim.Adam:
+    """Adam with two groups: the backbone at ``lr × backbone_mult``, GRU and predictor at ``lr``."""
+    named = list(model.named_parameters())
+    backbone = [p for n, p in named if n.startswith("backbone.")]
+    head = [p for n, p in named if not n.startswith("backbone.")]
+    groups = [{"params": backbone, "lr": lr * backbone_mult, "name": "backbone"}, {"params": head, "lr": lr, "name": "head"}]
+    # foreach: one multi-tensor update instead of a Python loop over parameters (half the time on CPU).
+    return torch.optim.Adam(groups, lr=lr, weight_decay=wd, foreach=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel/DDP wrapper."""
+    return model.module if isinstance(model, (nn.DataParallel, DistributedDataParallel)) else model
+
+
+def wrap_model(model: nn.Module, info: DistInfo, n_gpu: int) -> nn.Module:
+    """Move to the device; DDP under torchrun, DataParallel over several GPUs otherwise."""
+    model = model.to(info.device)
+    if info.distributed:
+        return DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    return nn.DataParallel(model) if n_gpu > 1 else model
+
+
+def amp_dtype_for(amp: bool, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16; ``None`` without ``--amp``."""
+    if not amp:
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"--amp needs a CUDA device, this process runs on {device}")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# ---------------------------------------------------------------- one step
+
+
+def forward_views(
+    models: dict[str, nn.Module], batch: dict, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Run every view's encoder; outputs gathered over processes (global batch), in float32.
+
+    Returns:
+        view -> (pred ``[B, P, D, s, s]``, feature ``[B, N, D, s, s]``), B the global batch.
+    """
+    outputs = {}
+    for view, model in models.items():
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred, feature = model(batch[view].to(device, non_blocking=True))
+        outputs[view] = (all_gather_with_grad(pred.float()), all_gather_with_grad(feature.float()))
+    return outputs
+
+
+def check_finite(loss: torch.Tensor, stats: dict[str, torch.Tensor], where: str) -> None:
+    """Stop on a non-finite loss, naming the term(s) (``cpc/<view>``, ``sync/<a>-<b>``, …)."""
+    if torch.isfinite(loss):
+        return
+    bad = [f"{k} = {v.item()}" for k, v in stats.items() if k != "total" and not torch.isfinite(v)]
+    raise FloatingPointError(
+        f"non-finite loss at {where}: {', '.join(bad) or f'total = {loss.item()}'}; stopping "
+        "(the checkpoints of the last finished epoch are kept)"
+    )
+
+
+def no_sync(models: dict[str, nn.Module], skip_sync: bool) -> contextlib.ExitStack:
+    """DDP's ``no_sync`` on every view while accumulating gradients (no gradient all-reduce)."""
+    stack = contextlib.ExitStack()
+    if skip_sync:
+        for model in models.values():
+            if isinstance(model, DistributedDataParallel):
+                stack.enter_context(model.no_sync())
+    return stack
+
+
+def cross_view_similarities(outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], pool: str) -> dict[str, torch.Tensor]:
+    """Cosine similarities of pooled blocks between each view pair: positives (same block) and negatives."""
+    pooled = {view: pool_blocks(feature.detach(), pool).flatten(0, 1) for view, (_, feature) in outputs.items()}
+    sims = {}
+    for a, b in itertools.combinations(pooled, 2):
+        s = pooled[a] @ pooled[b].T  # [B·N, B·N]
+        off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+        sims[f"{a}-{b}/positive"], sims[f"{a}-{b}/negative"] = s.diagonal(), s[off]
+    return sims
+
+
+# ---------------------------------------------------------------- epochs
+
+
+def train_one_epoch(
+    models: dict[str, nn.Module],
+    loader: DataLoader,
+    optimizers: dict[str, torch.optim.Optimizer],
+    scaler: torch.amp.GradScaler | None,
+    loss_cfg: CoConLossConfig,
+    epoch: int,
+    state: dict,
+    args: argparse.Namespace,
+    writer: SummaryWriter | None,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """One pass over the training clips; the optimisers step every ``--grad_accum`` batches and at the end.
+
+    ``state["iteration"]`` counts batches over the whole run; ``state["steps"]`` optimiser steps.
+    Returns the epoch's mean of every loss term and accuracy.
+    """
+    for model in models.values():
+        model.train()
+    n_batches = min(len(loader), DEBUG_BATCHES) if args.debug else len(loader)
+    meters: dict[str, AverageMeter] = defaultdict(AverageMeter)
+    progress = tqdm(itertools.islice(loader, n_batches), total=n_batches, desc=f"train {epoch}", disable=not is_main_process())
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    for i, batch in enumerate(progress):
+        step_now = (i + 1) % args.grad_accum == 0 or i + 1 == n_batches
+        with no_sync(models, skip_sync=not step_now):
+            outputs = forward_views(models, batch, device, amp_dtype)
+            loss, stats = cocon_loss(outputs, loss_cfg)
+            check_finite(loss, stats, f"epoch {epoch}, batch {i}")
+            scaled = loss / args.grad_accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if step_now:
+            for opt in optimizers.values():
+                if scaler is not None:
+                    scaler.step(opt)
+                else:
+                    opt.step()
+                opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()
+            state["steps"] += 1
+        state["iteration"] += 1
+        batch_clips = outputs[next(iter(outputs))][1].shape[0]
+        for key, value in stats.items():
+            meters[key].update(value.item(), batch_clips)
+        if is_main_process():
+            progress.set_postfix(loss=f"{meters['total'].avg:.3f}", **{k.split("/")[1]: f"{m.avg:.3f}" for k, m in meters.items() if k.startswith("cpc/")})
+            _log_iteration(writer, batch, outputs, stats, meters, state["iteration"], epoch, i, n_batches, args, loss_cfg.pool)
+    return {key: m.avg for key, m in meters.items()}
+
+
+def _log_iteration(writer, batch, outputs, stats, meters, iteration, epoch, i, n_batches, args, pool) -> None:
+    """Rank 0: log line and scalars every ``--print_freq``, inputs and similarity histograms every ``--vis_log_freq``."""
+    if iteration % args.print_freq == 0:
+        log.info("epoch %d [%d/%d] loss %.4f (avg %.4f) %s", epoch, i + 1, n_batches, stats["total"].item(), meters["total"].avg,
+                 " ".join(f"{k} {m.avg:.3f}" for k, m in meters.items() if k.startswith("cpc")))
+        if writer is not None:
+            for key, value in stats.items():
+                writer.add_scalar(f"train/{key}", value.item(), iteration)
+    if writer is not None and (iteration % args.vis_log_freq == 0 or iteration == 1):
+        for view in outputs:
+            writer.add_image(f"input/{view}", clip_grid(batch[view][0], view), iteration)
+        for name, sims in cross_view_similarities(outputs, pool).items():
+            writer.add_histogram(f"cos_sim/{name}", sims.cpu().numpy(), iteration)
+
+
+@torch.no_grad()
+def evaluate(
+    models: dict[str, nn.Module],
+    loader: DataLoader,
+    loss_cfg: CoConLossConfig,
+    device: torch.device,
+    debug: bool = False,
+    collect: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
+    """Validation losses and CPC accuracy (``cpc_top1`` is the mean over views).
+
+    With ``collect``, also each view's clip features (blocks and positions pooled, L2-normalised,
+    ``[V, D]`` for V validation clips) and the labels, gathered over processes.
+    """
+    for model in models.values():
+        model.eval()
+    n_batches = min(len(loader), DEBUG_BATCHES) if debug else len(loader)
+    meters: dict[str, AverageMeter] = defaultdict(AverageMeter)
+    features: dict[str, list[torch.Tensor]] = defaultdict(list)
+    labels: list[torch.Tensor] = []
+    for batch in tqdm(itertools.islice(loader, n_batches), total=n_batches, desc="val", disable=not is_main_process()):
+        outputs = forward_views(models, batch, device, amp_dtype)
+        _, stats = cocon_loss(outputs, loss_cfg)
+        batch_clips = outputs[next(iter(outputs))][1].shape[0]
+        for key, value in stats.items():
+            meters[key].update(value.item(), batch_clips)
+        if collect:
+            for view, (_, feature) in outputs.items():
+                clip = nn.functional.normalize(pool_blocks(feature, loss_cfg.pool).mean(dim=1), dim=1)  # [B, D]
+                features[view].append(clip.cpu())
+            labels.append(all_gather_with_grad(batch["label"].to(device)).cpu())
+    result = {key: m.avg for key, m in meters.items()}
+    result["cpc_top1"] = float(np.mean([v for k, v in result.items() if k.startswith("cpc_top1/")]))
+    feats = {view: torch.cat(f).numpy() for view, f in features.items()}
+    return result, feats, (torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64))
+
+
+def probe(features: dict[str, np.ndarray], labels: np.ndarray, num_classes: int, seed: int) -> dict[str, float]:
+    """Quick quality check of frozen features: ridge accuracy, k-means vs labels, k-means agreement of views.
+
+    The ridge classifier is fit on a seeded, class-stratified half of the clips and scored on the other half.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v_measure_score
+
+    rng = np.random.default_rng(seed)
+    halves = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    fit = np.concatenate([h[0::2] for h in halves] or [np.zeros(0, np.int64)]).astype(np.int64)
+    held = np.concatenate([h[1::2] for h in halves] or [np.zeros(0, np.int64)]).astype(np.int64)
+    stats, clusters = {}, {}
+    for view, x in features.items():
+        if len(np.unique(labels[fit])) >= 2 and len(held):
+            stats[f"ridge_acc/{view}"] = float(RidgeClassifier().fit(x[fit], labels[fit]).score(x[held], labels[held]))
+        k = max(1, min(num_classes, len(labels)))
+        clusters[view] = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x)
+        stats[f"kmeans_ari/{view}"] = float(adjusted_rand_score(labels, clusters[view]))
+        stats[f"kmeans_vmeasure/{view}"] = float(v_measure_score(labels, clusters[view]))
+    for a, b in itertools.combinations(clusters, 2):
+        stats[f"kmeans_nmi/{a}-{b}"] = float(normalized_mutual_info_score(clusters[a], clusters[b]))
+    return stats
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _jsonable_args(args: argparse.Namespace) -> dict:
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
+
+
+def save_checkpoints(model_dir: Path, models, optimizers, schedulers, scaler, epoch: int, state: dict, is_best: bool, args) -> None:
+    """Write every view's ``mode_<view>_epoch<epoch>.pth.tar`` (and best copy) atomically; prune old epochs."""
+    for view, model in models.items():
+        checkpoint = {
+            "epoch": epoch, "mode": view, "net": view_backbone(view, args.net),
+            "state_dict": unwrap(model).state_dict(), "best_acc": state["best_acc"],
+            "optimizer": optimizers[view].state_dict(), "scheduler": schedulers[view].state_dict(),
+            "iteration": state["iteration"], "steps": state["steps"], "args": _jsonable_args(args),
+        }
+        if scaler is not None:
+            checkpoint["scaler"] = scaler.state_dict()
+        atomic_save(checkpoint, model_dir / f"mode_{view}_epoch{epoch}.pth.tar")
+        if is_best:
+            atomic_save(checkpoint, model_dir / f"mode_{view}_best.pth.tar")
+        prune_epochs(model_dir, f"mode_{view}_epoch", args.keep_last)
+
+
+def resume_paths(path: str | Path, views: list[str]) -> dict[str, Path]:
+    """Each view's checkpoint to resume from: the newest epoch all views share in a model/ folder,
+    or the same tag (``epoch<N>``, ``best``) as a given view checkpoint."""
+    path = Path(path)
+    if path.is_file():
+        match = re.fullmatch(r"mode_[a-z]+_(.+)\.pth\.tar", path.name)
+        if match is None:
+            raise ValueError(f"--resume {path}: expected a mode_<view>_epoch<N>.pth.tar file or a model/ folder")
+        folder, tag = path.parent, match.group(1)
+    elif path.is_dir():
+        folder = path
+        epochs = [{int(m.group(1)) for p in folder.glob(f"mode_{v}_epoch*.pth.tar") if (m := re.search(r"epoch(\d+)\.pth\.tar$", p.name))} for v in views]
+        common = set.intersection(*epochs)
+        if not common:
+            raise FileNotFoundError(f"--resume {folder}: no epoch has a checkpoint for every view of {views}")
+        tag = f"epoch{max(common)}"
+    else:
+        raise FileNotFoundError(f"--resume {path} does not exist")
+    paths = {view: folder / f"mode_{view}_{tag}.pth.tar" for view in views}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--resume {path}: missing {', '.join(missing)}")
+    return paths
+
+
+def resume_training(paths: dict[str, Path], models, optimizers, schedulers, scaler, device: torch.device) -> dict:
+    """Restore every view's weights, optimiser, scheduler (and grad scaler); return epoch, iteration, best."""
+    state = {}
+    for view, path in paths.items():
+        checkpoint = load_checkpoint(path, map_location=device)
+        if checkpoint.get("mode") != view:
+            raise CheckpointError(f"--resume: {path} is a checkpoint of {checkpoint.get('mode')!r}, expected {view!r}")
+        report = load_weights(models[view], state_dict_of(checkpoint, path), path)
+        if report.missing or report.mismatched:
+            raise CheckpointError(f"--resume: {path} does not match the {view} model: {report.summary()}")
+        optimizers[view].load_state_dict(checkpoint["optimizer"])
+        schedulers[view].load_state_dict(checkpoint["scheduler"])
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        state = {key: checkpoint[key] for key in ("epoch", "iteration", "best_acc")}
+        state["steps"] = checkpoint.get("steps", 0)
+    log.info("resumed %s from %s (epoch %d done)", "_".join(paths), next(iter(paths.values())).parent, state["epoch"])
+    return state
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_loaders(train_ds, val_ds, batch: int, args, info: DistInfo) -> tuple[DataLoader, DataLoader]:
+    """Training loader (shuffled by a generator reseeded each epoch, or a DistributedSampler) and validation loader."""
+    if info.distributed:
+        train_sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
+        val_sampler = DistributedSampler(val_ds, shuffle=False)
+    else:
+        train_sampler = RandomSampler(train_ds, generator=torch.Generator())
+        val_sampler = SequentialSampler(val_ds)
+    common = dict(batch_size=batch, num_workers=args.num_workers, pin_memory=info.device.type == "cuda")
+    train_loader = DataLoader(train_ds, sampler=train_sampler, drop_last=True, **common)
+    val_loader = DataLoader(val_ds, sampler=val_sampler, drop_last=False, **common)
+    if len(train_loader) == 0:
+        raise ValueError(f"--batch_size {batch} (per loader) exceeds the {len(train_ds)} training videos of this process")
+    return train_loader, val_loader
+
+
+def set_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
+    """Make the epoch's data order and augmentation a function of (seed, epoch)."""
+    loader.dataset.set_epoch(epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    else:
+        loader.sampler.generator.manual_seed(seed + epoch)
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Pretrain; return ``{"exp_dir", "history"}`` (history: one stats dict per epoch run)."""
+    info = init_distributed()
+    try:
+        return _run(args, info)
+    finally:
+        cleanup()
+
+
+def _run(args: argparse.Namespace, info: DistInfo) -> dict:
+    main_process = is_main_process()
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(asctime)s %(message)s")
+    views = check_args(args)
+    amp_dtype = amp_dtype_for(args.amp, info.device)
+    seed_everything(args.seed)
+    models = build_models(views, args)  # raises on an --img_dim / --pred_step the network cannot take
+
+    hflip = resolve_hflip(args.hflip, args.dataset)
+    csv_root = resolve_csv_root(args.csv_root, args.dataset)
+    train_ds, val_ds, class_names = build_pretrain_datasets(
+        csv_root, args.split, views, args.img_dim, args.num_seq, args.seq_len, args.ds, hflip, args.sampling, args.val_fraction, args.seed
+    )
+    n_gpu = torch.cuda.device_count() if info.device.type == "cuda" and not info.distributed else 1
+    loader_batch = args.batch_size * n_gpu
+    log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d)",
+             hflip, args.batch_size, n_gpu, info.world_size, loader_batch * info.world_size, args.grad_accum)
+    train_loader, val_loader = build_loaders(train_ds, val_ds, loader_batch, args, info)
+
+    restored = set()
+    for view in views:
+        if getattr(args, f"{view}_restore_ckpt"):
+            restore_encoder(models[view], view, getattr(args, f"{view}_restore_ckpt"))
+            restored.add(view)
+    optimizers, schedulers = {}, {}
+    for view, model in models.items():
+        mult = (args.tune_imgs_bb if view == "imgs" else args.tune_bb) if view in restored else 1.0
+        optimizers[view] = build_optimizer(model.to(info.device), args.lr, args.wd, mult)
+        schedulers[view] = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[view], mode="min", patience=10, min_lr=1e-5)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    state = {"epoch": 0, "iteration": 0, "steps": 0, "best_acc": float("-inf")}
+    if args.resume:
+        state.update(resume_training(resume_paths(args.resume, views), models, optimizers, schedulers, scaler, info.device))
+    start_epoch = args.start_epoch if args.start_epoch is not None else state["epoch"]
+    models = {view: wrap_model(model, info, n_gpu) for view, model in models.items()}
+    loss_cfg = CoConLossConfig(temperature=args.temp, msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool)
+
+    exp_dir = experiment_dir(args)
+    writer = None
+    if main_process:
+        (exp_dir / "model").mkdir(parents=True, exist_ok=True)
+        _write_json(_jsonable_args(args), exp_dir / "args.json")
+        writer = SummaryWriter(logdir=str(exp_dir / "img"))
+        log.info("experiment folder %s", exp_dir)
+    history = []
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            history.append(run_epoch(epoch, models, optimizers, schedulers, scaler, train_loader, val_loader, loss_cfg,
+                                     state, args, writer, info, amp_dtype, len(class_names), exp_dir))
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"exp_dir": exp_dir, "history": history}
+
+
+def run_epoch(epoch, models, optimizers, schedulers, scaler, train_loader, val_loader, loss_cfg, state, args,
+              writer, info, amp_dtype, num_classes, exp_dir) -> dict:
+    """Train, validate, step the schedulers, probe, save and log one epoch; return its stats."""
+    started = time.time()
+    set_epoch(train_loader, epoch, args.seed)
+    seed_everything(args.seed + epoch)
+    train_stats = train_one_epoch(models, train_loader, optimizers, scaler, loss_cfg, epoch, state, args, writer, info.device, amp_dtype)
+    do_probe = args.ft_freq > 0 and (epoch + 1) % args.ft_freq == 0
+    val_stats, features, labels = evaluate(models, val_loader, loss_cfg, info.device, args.debug, do_probe, amp_dtype)
+    for scheduler in schedulers.values():
+        scheduler.step(val_stats["total"])
+    is_best = val_stats["cpc_top1"] > state["best_acc"]
+    state["best_acc"] = max(state["best_acc"], val_stats["cpc_top1"])
+    state["epoch"] = epoch + 1
+    record = {"epoch": epoch + 1, "iteration": state["iteration"], "steps": state["steps"], "train": train_stats, "val": val_stats,
+              "lr": {f"{v}/{g['name']}": g["lr"] for v, o in optimizers.items() for g in o.param_groups}, "best": is_best}
+    if is_main_process():
+        record["probe"] = probe(features, labels, num_classes, args.seed) if do_probe else {}
+        save_checkpoints(exp_dir / "model", models, optimizers, schedulers, scaler, epoch + 1, state, is_best, args)
+        record["seconds"] = round(time.time() - started, 2)
+        for group in ("val", "probe", "lr"):
+            for key, value in record[group].items():
+                writer.add_scalar(f"{group}/{key}", value, epoch + 1)
+        for key, value in train_stats.items():
+            writer.add_scalar(f"train_epoch/{key}", value, epoch + 1)
+        with open(exp_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val CPC top-1 %.3f%s %s", epoch + 1, train_stats["total"], val_stats["total"],
+                 val_stats["cpc_top1"], " (best)" if is_best else "", " ".join(f"{k} {v:.3f}" for k, v in record["probe"].items()))
+    return record
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
