@@ -7,20 +7,22 @@ from utils.augmentation import (
     IMAGENET_STD,
     ClipGeometry,
     center_square,
-    color_jitter,
+    _LUMA,
+    _hue_rotation,
+    apply_colour_transform,
     crop_resize,
     hflip,
-    random_grayscale,
+    random_colour_transform,
     random_sized_crop,
     transform_view,
 )
 from utils.views import VIEWS
 
 
-def _ramp_clip(t=4, c=2, h=8, w=12):
-    """Frame t, channel c, pixel (y, x) holds 1000·t + 100·c + 10·y + x (distinct everywhere)."""
-    tt, cc, yy, xx = torch.meshgrid(torch.arange(t), torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
-    return (1000 * tt + 100 * cc + 10 * yy + xx).float()
+def _ramp_frames(t=4, c=2, h=8, w=12):
+    """uint8 ``[T, H, W, C]``: frame t, pixel (y, x), channel c holds 50·t + 20·c + 2·y + x."""
+    tt, yy, xx, cc = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+    return (50 * tt + 20 * cc + 2 * yy + xx).astype(np.uint8)
 
 
 def test_flipped_flow_clip_has_negated_x_and_mirrored_pixels():
@@ -36,8 +38,8 @@ def test_flipped_flow_clip_has_negated_x_and_mirrored_pixels():
 
 def test_flip_in_transform_view_negates_stored_flow_around_128():
     # A stored flow of 255 in x (right motion) must come back as left motion after a flip.
-    clip = torch.full((3, 2, 4, 4), 128, dtype=torch.uint8)
-    clip[:, 0] = 255
+    clip = torch.full((3, 4, 4, 2), 128, dtype=torch.uint8)
+    clip[..., 0] = 255
     geometry = ClipGeometry(0, 0, 1, 1, flip=True)
     out = transform_view(clip, VIEWS["flow"], geometry=geometry, size=4)
     assert torch.allclose(out[:, 0], torch.full((3, 4, 4), -0.5))
@@ -45,26 +47,25 @@ def test_flip_in_transform_view_negates_stored_flow_around_128():
 
 
 def test_crop_resize_takes_the_fractional_box_from_every_frame():
-    clip = _ramp_clip()
-    box = ClipGeometry(top=0.25, left=0.5, height=0.5, width=0.5)  # rows 2..5, cols 6..11
-    out = crop_resize(clip, box, size=4)
-    assert out.shape == (4, 2, 4, 4)
-    # The box is 4 rows x 6 cols; resizing keeps the corner ordering and frame/channel identity.
-    assert torch.allclose(out[1] - out[0], torch.tensor(1000.0), atol=1e-3)
-    assert torch.allclose(out[:, 1] - out[:, 0], torch.tensor(100.0), atol=1e-3)
-    exact = crop_resize(clip, ClipGeometry(0.25, 0.5, 0.5, 1 / 3), size=4)  # 4x4 box: no resampling
-    assert torch.equal(exact, clip[:, :, 2:6, 6:10])
+    frames = _ramp_frames()
+    exact = crop_resize(frames, ClipGeometry(0.25, 0.5, 0.5, 1 / 3), size=4)  # a 4x4 box: no resampling
+    assert exact.shape == (4, 2, 4, 4) and exact.dtype == torch.float32
+    assert torch.equal(exact, torch.from_numpy(frames[:, 2:6, 6:10]).permute(0, 3, 1, 2).float())
+    out = crop_resize(frames, ClipGeometry(top=0.25, left=0.5, height=0.5, width=0.5), size=4)  # 4x6 box
+    assert torch.allclose(out[1] - out[0], torch.tensor(50.0), atol=1e-3)  # frames keep their identity
+    assert torch.allclose(out[:, 1] - out[:, 0], torch.tensor(20.0), atol=1e-3)  # and channels theirs
+    assert torch.all(out[:, :, :, 1:] > out[:, :, :, :-1])  # and left-right order
 
 
 def test_same_geometry_crops_the_same_scene_region_at_any_resolution():
     # A bright square at the same place in fractions of the frame, stored at two resolutions.
-    big = torch.zeros(1, 1, 120, 160)
-    big[..., 30:60, 80:120] = 1
-    small = torch.zeros(1, 17, 30, 40)
-    small[..., 7:15, 20:30] = 1
+    big = np.zeros((1, 120, 160, 1), np.uint8)
+    big[:, 30:60, 80:120] = 255
+    small = np.zeros((1, 30, 40, 17), np.uint8)
+    small[:, 7:15, 20:30] = 255
     geometry = ClipGeometry(0.25, 0.5, 0.25, 0.25)  # exactly the square
-    assert crop_resize(big, geometry, 16).min() > 0.99
-    assert crop_resize(small, geometry, 16).mean() > 0.9
+    assert crop_resize(big, geometry, 16).min() > 250
+    assert crop_resize(small, geometry, 16).mean() > 0.9 * 255
 
 
 def test_random_sized_crop_stays_inside_and_respects_area():
@@ -85,10 +86,15 @@ def test_center_square_is_square_in_pixels():
     assert g.width == 1 and abs(g.height - 0.5) < 1e-9
 
 
+def _jitter(clip, rng, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.25, gray_prob=0.0):
+    transform = random_colour_transform(rng, clip.mean(dim=(0, 2, 3)), brightness, contrast, saturation, hue, gray_prob)
+    return apply_colour_transform(clip, *transform)
+
+
 def test_color_jitter_is_one_draw_for_all_frames():
     frame = torch.rand(1, 3, 6, 6)
     clip = frame.repeat(5, 1, 1, 1)
-    out = color_jitter(clip.clone(), np.random.default_rng(3))
+    out = _jitter(clip.clone(), np.random.default_rng(3))
     assert not torch.allclose(out[0], frame[0])
     for t in range(1, 5):
         assert torch.allclose(out[t], out[0])
@@ -97,13 +103,14 @@ def test_color_jitter_is_one_draw_for_all_frames():
 
 def test_random_grayscale_all_or_nothing():
     clip = torch.rand(4, 3, 5, 5)
-    gray = random_grayscale(clip, np.random.default_rng(0), p=1.0)
+    gray = _jitter(clip, np.random.default_rng(0), 0, 0, 0, 0, gray_prob=1.0)
     assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
-    assert torch.equal(random_grayscale(clip, np.random.default_rng(0), p=0.0), clip)
+    assert torch.allclose(gray[:, 0], 0.299 * clip[:, 0] + 0.587 * clip[:, 1] + 0.114 * clip[:, 2])
+    assert torch.allclose(_jitter(clip, np.random.default_rng(0), 0, 0, 0, 0, gray_prob=0.0), clip)
 
 
 def test_rgb_evaluation_pipeline_normalises_with_imagenet_stats():
-    clip = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    clip = torch.full((2, 4, 4, 3), 255, dtype=torch.uint8)
     out = transform_view(clip, VIEWS["imgs"], geometry=ClipGeometry(0, 0, 1, 1), size=4)
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out[0, :, 0, 0], expected)
@@ -112,15 +119,53 @@ def test_rgb_evaluation_pipeline_normalises_with_imagenet_stats():
 @pytest.mark.parametrize("view", ["imgs", "flow", "kphm", "seg"])
 def test_transform_view_handles_any_channel_count(view):
     channels = VIEWS[view].channels
-    clip = torch.randint(0, 256, (6, channels, 30, 40), dtype=torch.uint8)
+    clip = torch.randint(0, 256, (6, 30, 40, channels), dtype=torch.uint8)
     geometry = random_sized_crop(np.random.default_rng(1), 40 / 30)
     out = transform_view(clip, VIEWS[view], geometry=geometry, size=16, rng=np.random.default_rng(1))
     assert out.shape == (6, channels, 16, 16) and out.dtype == torch.float32
 
 
 def test_flipped_heatmaps_swap_left_and_right_joints():
-    clip = torch.zeros(1, 17, 4, 4, dtype=torch.uint8)
-    clip[0, 9, :, 0] = 255  # left wrist (COCO 9) in the image's left column
+    clip = torch.zeros(1, 4, 4, 17, dtype=torch.uint8)
+    clip[0, :, 0, 9] = 255  # left wrist (COCO 9) in the image's left column
     out = transform_view(clip, VIEWS["kphm"], ClipGeometry(0, 0, 1, 1, flip=True), size=4)
     assert out[0, 10, :, 3].eq(1).all()  # now a right wrist (COCO 10) in the right column
     assert out[0, 9].eq(0).all()
+
+
+def test_color_jitter_identity_and_hand_cases():
+    clip = torch.rand(2, 3, 4, 4)
+    same = _jitter(clip.clone(), np.random.default_rng(0), brightness=0, contrast=0, saturation=0, hue=0)
+    assert torch.allclose(same, clip, atol=1e-6)
+    # Brightness alone scales every value by one factor in [0.5, 1.5].
+    dark = torch.full((2, 3, 4, 4), 0.4)
+    bright = _jitter(dark.clone(), np.random.default_rng(1), brightness=0.5, contrast=0, saturation=0, hue=0)
+    factor = bright[0, 0, 0, 0] / 0.4
+    assert 0.5 <= factor <= 1.5 and torch.allclose(bright, dark * factor)
+    # Contrast alone pulls values towards the clip's mean gray level.
+    two_tone = torch.tensor([0.2, 0.6]).view(2, 1, 1, 1).expand(2, 3, 2, 2).contiguous()
+    low = _jitter(two_tone, np.random.default_rng(5), brightness=0, contrast=0.5, saturation=0, hue=0)
+    f = (low[1, 0, 0, 0] - low[0, 0, 0, 0]) / 0.4
+    assert 0.5 <= f <= 1.5 and torch.allclose((low[0] + low[1]) / 2, torch.tensor(0.4))
+    # Hue rotation keeps gray pixels gray and keeps luma; two half turns are the identity.
+    gray = torch.full((1, 3, 2, 2), 0.3)
+    assert torch.allclose(_jitter(gray, np.random.default_rng(2), 0, 0, 0, 0.5), gray, atol=1e-5)
+    rot = _hue_rotation(0.2)
+    assert torch.allclose(_LUMA @ rot, _LUMA, atol=1e-5)
+    assert torch.allclose(_hue_rotation(0.5) @ _hue_rotation(0.5), torch.eye(3), atol=1e-5)
+
+
+def test_crop_resize_handles_17_channels_like_one():
+    yy, xx = np.meshgrid(np.arange(40), np.arange(60), indexing="ij")
+    ramp = (2 * yy + 3 * xx).astype(np.uint8)
+    frames = np.repeat(ramp[None, :, :, None], 17, axis=3)
+    geometry = ClipGeometry(0.1, 0.2, 0.8, 0.5)
+    many = crop_resize(frames, geometry, 16)
+    one = crop_resize(frames[..., :1].copy(), geometry, 16)
+    assert many.shape == (1, 17, 16, 16) and many.is_contiguous()
+    assert torch.equal(many, one.expand(1, 17, 16, 16))
+
+
+def test_crop_resize_rejects_float_or_channels_first_input():
+    with pytest.raises(ValueError, match=r"uint8 frames \[T, H, W, C\]"):
+        crop_resize(np.zeros((2, 3, 8, 8), np.float32), ClipGeometry(0, 0, 1, 1), 4)

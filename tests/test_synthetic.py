@@ -125,6 +125,27 @@ def test_mirror_pairs_move_the_other_limb():
     assert hips_l[-1] - hips_l[0] < -0.1 and hips_r[-1] - hips_r[0] > 0.1
 
 
+def test_camera_and_light_drift_slowly_while_the_limb_moves_fast():
+    # A per-frame camera jitter or light flicker would drown the figure's motion in the optical flow.
+    window = cv2.createHanningWindow((128, 128), cv2.CV_32F)
+    camera_speed, camera_range, wrist_speed = [], [], []
+    for seed in range(4):
+        frames, kp, _ = render_video("wave_left_arm", np.random.default_rng([0, 0, seed]), 48, 128)
+        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames]
+        # Phase correlation locks on to the background, which fills most of the frame.
+        shifts = [cv2.phaseCorrelate(a, b, window)[0] for a, b in zip(gray[:-1], gray[1:])]
+        camera_speed.append(np.median(np.linalg.norm(shifts, axis=1)))
+        hips = kp[:, [11, 12], :2].mean(1) * 128  # the waving figure's hips stand still: they follow the camera
+        camera_range.append(np.linalg.norm(np.ptp(hips, axis=0)))
+        wrist_speed.append(np.linalg.norm(np.diff(kp[:, 9, :2] * 128, axis=0), axis=1).mean())
+        brightness = frames.reshape(len(frames), -1).mean(1)
+        assert np.abs(np.diff(brightness) / brightness[:-1]).max() < 0.02, seed
+    assert max(camera_speed) < 0.5, camera_speed
+    assert np.mean(camera_range) > 1, camera_range  # the camera still moves: a nuisance, only a slow one
+    assert np.mean(wrist_speed) > 1, wrist_speed
+    assert all(w > 3 * c for w, c in zip(wrist_speed, camera_speed)), (wrist_speed, camera_speed)
+
+
 def test_appearance_does_not_depend_on_the_class():
     # Same random stream, two classes: every pixel away from both figures is identical.
     frames_a, _, masks_a = render_video("wave_left_arm", np.random.default_rng(3), 8, 64)

@@ -126,13 +126,13 @@ def test_frame_reader_fills_missing_frames_from_nearest(tmp_path):
     frame_dir = _write_video(tmp_path, "Run", "v1", n=9)
     reader = FrameReader()
     hm = reader.read(frame_dir, "kphm", np.array([1, 2, 4, 9]))
-    assert hm.shape == (4, 17, 12, 16) and hm.dtype == torch.uint8
+    assert hm.shape == (4, 12, 16, 17) and hm.dtype == torch.uint8
     # Heatmaps exist at 1, 3, 5, 7, 9: frame 2 -> 1 or 3, frame 4 -> 3 or 5.
     assert hm[0, 0, 0, 0] == 4 and hm[1, 0, 0, 0] in (4, 12) and hm[3, 0, 0, 0] == 36
     flow = reader.read(frame_dir, "flow", np.array([9]))  # 8 flow pairs: frame 9 uses pair 8
-    assert flow.shape == (1, 2, 24, 32) and abs(int(flow[0, 0, 0, 0]) - 32) <= 1
+    assert flow.shape == (1, 24, 32, 2) and abs(int(flow[0, 0, 0, 0]) - 32) <= 1
     rgb = reader.read(frame_dir, "imgs", np.array([3, 3]))
-    assert rgb.shape == (2, 3, 24, 32) and torch.equal(rgb[0], rgb[1])
+    assert rgb.shape == (2, 24, 32, 3) and torch.equal(rgb[0], rgb[1])
 
 
 def test_clip_dataset_uses_the_same_frames_and_crop_for_every_view(tmp_path):

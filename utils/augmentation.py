@@ -1,7 +1,8 @@
 """Clip augmentations: one random draw per clip, applied to every frame of it.
 
-A clip is a tensor ``[T, C, H, W]`` (uint8 or float) of any channel count, so the same
-functions serve RGB, 2-channel flow, 17-channel keypoint heatmaps and 1-channel masks.
+Stored frames arrive as uint8 ``[T, H, W, C]`` (channels last, as decoded) and leave
+:func:`crop_resize` as float ``[T, C, S, S]``; every function serves any channel count — RGB,
+2-channel flow, 17-channel keypoint heatmaps and 1-channel masks.
 
 Geometry (crop box and flip) is drawn once per *sample* as a :class:`ClipGeometry` in
 fractions of the frame, so every view of the sample — stored at its own resolution — sees
@@ -13,10 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from utils.views import View
 
@@ -76,26 +77,46 @@ def random_sized_crop(
     return ClipGeometry(top, left, height, width, flip=bool(rng.random() < flip_prob))
 
 
-def crop_resize(clip: torch.Tensor, geometry: ClipGeometry, size: int) -> torch.Tensor:
-    """Crop ``geometry``'s box from every frame and resize it to ``size × size``.
+def _resize_frame(frame: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """Resize one uint8 ``[h, w, C]`` frame to ``[size, size, C]`` (OpenCV takes at most 4 channels at once)."""
+    if frame.shape[2] <= 4:
+        return cv2.resize(frame, (size, size), interpolation=interpolation).reshape(size, size, frame.shape[2])
+    chunks = [frame[:, :, c : c + 4] for c in range(0, frame.shape[2], 4)]
+    return np.concatenate([_resize_frame(chunk, size, interpolation) for chunk in chunks], axis=2)
+
+
+def crop_resize(frames: torch.Tensor | np.ndarray, geometry: ClipGeometry, size: int) -> torch.Tensor:
+    """Crop ``geometry``'s box from every stored frame and resize it to ``size × size``.
+
+    Frames stay uint8 and channels-last, as decoded, until they are small: OpenCV resizes
+    the crop and only the result is converted to a float channels-first tensor. Area
+    averaging (anti-aliased, 5× slower) is used when shrinking by 2× or more; bilinear, which
+    aliases little at milder factors, otherwise.
 
     Args:
-        clip: ``[T, C, H, W]``, any dtype and channel count.
+        frames: uint8 ``[T, H, W, C]``, any channel count.
         geometry: the box, in fractions of the frame.
         size: output side in pixels.
 
     Returns:
-        float32 ``[T, C, size, size]`` in the input's value range.
+        float32 ``[T, C, size, size]`` in 0–255.
     """
-    _, _, h, w = clip.shape
+    frames = frames.numpy() if isinstance(frames, torch.Tensor) else frames
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"expected uint8 frames [T, H, W, C], got {frames.dtype} {frames.shape}")
+    _, h, w, _ = frames.shape
     top = min(int(round(geometry.top * h)), h - 1)
     left = min(int(round(geometry.left * w)), w - 1)
     bottom = max(top + 1, min(h, int(round((geometry.top + geometry.height) * h))))
     right = max(left + 1, min(w, int(round((geometry.left + geometry.width) * w))))
-    crop = clip[:, :, top:bottom, left:right].float()
-    if crop.shape[-2:] == (size, size):
-        return crop.contiguous()
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    crop = frames[:, top:bottom, left:right]
+    if crop.shape[1:3] == (size, size):
+        resized = crop
+    else:
+        strong_shrink = min(bottom - top, right - left) >= 2 * size
+        interpolation = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
+        resized = np.stack([_resize_frame(f, size, interpolation) for f in crop])
+    return torch.from_numpy(resized).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def hflip(clip: torch.Tensor, is_flow: bool = False, channels: Sequence[int] | None = None) -> torch.Tensor:
@@ -116,39 +137,75 @@ def hflip(clip: torch.Tensor, is_flow: bool = False, channels: Sequence[int] | N
     return flipped
 
 
-def random_grayscale(clip: torch.Tensor, rng: np.random.Generator, p: float = 0.5) -> torch.Tensor:
-    """With probability ``p`` turn the whole RGB clip ``[T, 3, H, W]`` (float, 0–1) gray."""
-    if rng.random() >= p:
-        return clip
-    return TF.rgb_to_grayscale(clip, num_output_channels=3)
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+_GRAY = torch.outer(torch.ones(3), _LUMA)  # RGB -> gray in all three channels
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
-def color_jitter(
-    clip: torch.Tensor,
+def _hue_rotation(shift: float) -> torch.Tensor:
+    """3×3 RGB matrix rotating the hue by ``shift`` turns (a rotation of the IQ chroma plane)."""
+    cos, sin = math.cos(2 * math.pi * shift), math.sin(2 * math.pi * shift)
+    rotation = torch.tensor([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]])
+    return torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ
+
+
+def apply_colour_transform(clip: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``matrix @ rgb + offset`` at every pixel of a ``[T, 3, H, W]`` clip, clamped to 0–1."""
+    out = torch.einsum("ij,tjhw->tihw", matrix, clip) + offset.view(1, 3, 1, 1)
+    return out.clamp_(0, 1)
+
+
+def random_colour_transform(
     rng: np.random.Generator,
+    mean_rgb: torch.Tensor,
     brightness: float = 0.5,
     contrast: float = 0.5,
     saturation: float = 0.5,
     hue: float = 0.25,
-) -> torch.Tensor:
-    """One colour-jitter draw (factors and random order, as torchvision's) for all frames.
+    gray_prob: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One colour-jitter draw (factors and random order, as torchvision's ColorJitter) followed
+    by a random grayscale, as a single affine map ``rgb -> matrix @ rgb + offset``.
+
+    Brightness, contrast, saturation, hue and grayscale are all affine in RGB, so composing them
+    into one 3×3 matrix lets a whole clip be transformed in one pass (torchvision's float HSV
+    round trip per step costs ~15× more on a clip). Hue rotates the chroma plane of YIQ rather
+    than HSV's hexcone, and only the final result is clamped.
 
     Args:
-        clip: float RGB ``[T, 3, H, W]`` in 0–1.
         rng: the sample's random generator.
+        mean_rgb: ``[3]`` mean colour of the clip (0–1), the pivot of the contrast change.
         brightness, contrast, saturation: factors are drawn from ``[1 - x, 1 + x]``.
-        hue: the shift is drawn from ``[-hue, hue]`` (at most 0.5).
+        hue: the shift is drawn from ``[-hue, hue]`` turns (at most 0.5).
+        gray_prob: probability that the clip ends up gray.
+
+    Returns:
+        ``matrix`` ``[3, 3]`` and ``offset`` ``[3]``, for :func:`apply_colour_transform`.
     """
-    adjustments = [
-        (TF.adjust_brightness, rng.uniform(max(0.0, 1 - brightness), 1 + brightness)),
-        (TF.adjust_contrast, rng.uniform(max(0.0, 1 - contrast), 1 + contrast)),
-        (TF.adjust_saturation, rng.uniform(max(0.0, 1 - saturation), 1 + saturation)),
-        (TF.adjust_hue, rng.uniform(-hue, hue)),
-    ]
-    for k in rng.permutation(len(adjustments)):
-        fn, factor = adjustments[k]
-        clip = fn(clip, float(factor))
-    return clip.clamp_(0, 1)
+    factors = {
+        "brightness": rng.uniform(max(0.0, 1 - brightness), 1 + brightness),
+        "contrast": rng.uniform(max(0.0, 1 - contrast), 1 + contrast),
+        "saturation": rng.uniform(max(0.0, 1 - saturation), 1 + saturation),
+        "hue": rng.uniform(-hue, hue),
+    }
+    matrix, offset = torch.eye(3), torch.zeros(3)
+    for k in rng.permutation(4):
+        name = list(factors)[k]
+        f = float(factors[name])
+        if name == "brightness":
+            step, shift = f * torch.eye(3), torch.zeros(3)
+        elif name == "contrast":
+            # Blend with the clip's mean gray level as it is at this point of the chain.
+            gray_level = _LUMA @ (matrix @ mean_rgb + offset)
+            step, shift = f * torch.eye(3), (1 - f) * gray_level * torch.ones(3)
+        elif name == "saturation":
+            step, shift = f * torch.eye(3) + (1 - f) * _GRAY, torch.zeros(3)
+        else:
+            step, shift = _hue_rotation(f), torch.zeros(3)
+        matrix, offset = step @ matrix, step @ offset + shift
+    if rng.random() < gray_prob:
+        matrix, offset = _GRAY @ matrix, _GRAY @ offset
+    return matrix, offset
 
 
 def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -168,7 +225,7 @@ def transform_view(
     """The whole per-view pipeline: crop/resize, to float, flip, RGB photometrics, normalise.
 
     Args:
-        clip: uint8 ``[T, C, H, W]`` as stored on disk (flow: 128 = no motion).
+        clip: uint8 ``[T, H, W, C]`` as stored on disk (flow: 128 = no motion).
         view: the view (flow maps to about [-0.5, 0.5]; RGB gets colour augmentation and
             ImageNet normalisation; the flip is sign- and channel-correct for every view).
         geometry: the sample's crop box and flip, shared by all its views.
@@ -185,6 +242,6 @@ def transform_view(
         x = hflip(x, is_flow=view.is_flow, channels=view.flip_channels)
     if view.is_rgb:
         if rng is not None:
-            x = random_grayscale(color_jitter(x, rng), rng)
+            x = apply_colour_transform(x, *random_colour_transform(rng, x.mean(dim=(0, 2, 3))))
         x = normalize(x, IMAGENET_MEAN, IMAGENET_STD)
     return x

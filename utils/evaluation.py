@@ -524,7 +524,7 @@ def tsne_figure(features: np.ndarray, labels: np.ndarray, class_names: Sequence[
 
 def middle_frame(entry: VideoEntry) -> np.ndarray:
     """The middle RGB frame of a video, uint8 ``[H, W, 3]``."""
-    return read_frame(Path(entry.frame_dir), "imgs", max(1, (entry.num_frames + 1) // 2)).transpose(1, 2, 0)
+    return read_frame(Path(entry.frame_dir), "imgs", max(1, (entry.num_frames + 1) // 2))
 
 
 def _bordered(image: np.ndarray, colour: tuple[int, int, int], width: int) -> np.ndarray:

@@ -206,18 +206,17 @@ def _read_npz(path: Path, key: str) -> np.ndarray:
 
 
 def read_frame(folder: Path, view: str, index: int) -> np.ndarray:
-    """One stored frame of ``view`` as uint8 ``[C, H, W]``."""
+    """One stored frame of ``view`` as uint8 ``[H, W, C]`` (RGB for images)."""
     name = VIEWS[view].pattern.format(index)
     if view == "imgs":
-        bgr = _read_image(folder / name, cv2.IMREAD_COLOR)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+        return cv2.cvtColor(_read_image(folder / name, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     if VIEWS[view].is_flow:
         x = _read_image(folder / name, cv2.IMREAD_GRAYSCALE)
         y = _read_image(folder / name.replace("flow_x_", "flow_y_"), cv2.IMREAD_GRAYSCALE)
-        return np.stack([x, y])
+        return np.stack([x, y], axis=-1)
     if view == "kphm":
-        return _read_npz(folder / name, "hm")
-    return _read_npz(folder / name, "seg")[None]
+        return _read_npz(folder / name, "hm").transpose(1, 2, 0)
+    return _read_npz(folder / name, "seg")[..., None]
 
 
 class FrameReader:
@@ -249,7 +248,7 @@ class FrameReader:
         return self._available[folder]
 
     def read(self, frame_dir: Path, view: str, indices: np.ndarray) -> torch.Tensor:
-        """uint8 ``[K, C, H, W]`` of ``view`` at the 1-based RGB frame ``indices`` (shape ``[K]``)."""
+        """uint8 ``[K, H, W, C]`` of ``view`` at the 1-based RGB frame ``indices`` (shape ``[K]``)."""
         folder = view_dir(frame_dir, view)
         present = self.available(folder, view)
         unique, inverse = np.unique(indices, return_inverse=True)
@@ -362,8 +361,8 @@ class MultiViewClipDataset(Dataset):
         start_rng = rng if self.random_start else None
         frames = clip_indices(entry.num_frames, self.num_seq, self.seq_len, self.ds, start_rng).reshape(-1)
         raw = {view: self.reader.read(entry.frame_dir, view, frames) for view in self.views}
-        first = raw[self.views[0]]
-        geometry = self._geometry(rng, first.shape[-1] / first.shape[-2])
+        _, height, width, _ = raw[self.views[0]].shape
+        geometry = self._geometry(rng, width / height)
         item: dict = {"label": entry.label, "index": index}
         for view in self.views:
             clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view], rng)
@@ -401,8 +400,8 @@ class VideoGroupDataset(Dataset):
         groups = video_group_indices(entry.num_frames, self.num_seq, self.seq_len, self.ds)
         g = len(groups)
         raw = {view: self.reader.read(entry.frame_dir, view, groups.reshape(-1)) for view in self.views}
-        first = raw[self.views[0]]
-        geometry = center_square(first.shape[-1] / first.shape[-2])
+        _, height, width, _ = raw[self.views[0]].shape
+        geometry = center_square(width / height)
         item: dict = {"label": entry.label, "index": index}
         for view in self.views:
             clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view])

@@ -1,0 +1,83 @@
+"""Draw one video in all four views — RGB, optical flow as colour, keypoint heatmaps, person mask.
+
+    python scripts/draw_views.py --csv_root process_data/data/synthetic --out assets/views.png
+
+Reads the processed files exactly as training does (utils.video_data.FrameReader), so the
+figure shows what the encoders are fed.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.metrics import save_figure
+from utils.video_data import FrameReader, load_split
+
+ROWS = (("imgs", "RGB"), ("flow", "optical flow"), ("kphm", "keypoint heatmaps"), ("seg", "person mask"))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv_root", type=Path, required=True, help="folder with train_split01.csv and classInd.txt")
+    parser.add_argument("--video", type=int, default=0, help="row of the train list to draw")
+    parser.add_argument("--frames", type=int, default=6, help="frames to show")
+    parser.add_argument("--stride", type=int, default=4, help="frame stride between columns")
+    parser.add_argument("--out", type=Path, default=Path("assets/views.png"), help="output PNG")
+    return parser
+
+
+def flow_to_colour(flow: np.ndarray) -> np.ndarray:
+    """uint8 stored flow ``[H, W, 2]`` (128 = still) → RGB: hue = direction, brightness = speed."""
+    fx, fy = flow[..., 0].astype(np.float32) - 128, flow[..., 1].astype(np.float32) - 128
+    magnitude, angle = cv2.cartToPolar(fx, fy, angleInDegrees=True)
+    hsv = np.zeros((*fx.shape, 3), np.uint8)
+    hsv[..., 0] = (angle / 2).astype(np.uint8)
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(magnitude * 255 / max(8.0, float(np.percentile(magnitude, 99))), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def to_picture(view: str, frame: np.ndarray) -> np.ndarray:
+    """One stored frame ``[H, W, C]`` uint8 as something imshow can draw."""
+    if view == "imgs":
+        return frame
+    if view == "flow":
+        return flow_to_colour(frame)
+    if view == "kphm":
+        return cv2.applyColorMap(frame.max(axis=-1), cv2.COLORMAP_INFERNO)[..., ::-1]
+    return frame[..., 0]
+
+
+def main(args: argparse.Namespace) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries, class_names = load_split(args.csv_root, "train")
+    entry = entries[args.video]
+    indices = 1 + np.arange(args.frames) * args.stride
+    indices = np.minimum(indices, entry.num_frames - 1)
+    reader = FrameReader()
+    fig, axes = plt.subplots(len(ROWS), args.frames, figsize=(1.6 * args.frames + 1.2, 1.6 * len(ROWS) + 0.4))
+    for r, (view, title) in enumerate(ROWS):
+        frames = reader.read(entry.frame_dir, view, indices).numpy()
+        for c, frame in enumerate(frames):
+            ax = axes[r, c]
+            ax.imshow(to_picture(view, frame), cmap="gray" if view == "seg" else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(title, fontsize=9)
+            if r == 0:
+                ax.set_title(f"frame {indices[c]}", fontsize=8)
+    fig.suptitle(f"one clip of class '{class_names[entry.label]}' in the four views", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, args.out)
+
+
+if __name__ == "__main__":
+    print(main(get_args_parser().parse_args()))
