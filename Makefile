@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
@@ -17,6 +16,13 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) bench/bench_preprocess.py
+	$(PY) bench/bench_train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -52,7 +52,7 @@ def test_views_parse_and_locate():
     with pytest.raises(ValueError, match="frame"):
         view_dir("/d/ucf/images/Run/v1", "flow")
     assert [VIEWS[v].size(224) for v in ("imgs", "flow", "kphm", "seg")] == [224, 128, 64, 64]
-    assert VIEWS["flow"].size(64) == 64
+    assert [VIEWS[v].size(32) for v in ("imgs", "flow", "kphm", "seg")] == [32, 32, 32, 32]
     assert view_backbone("imgs", "resnet50") == "resnet50"
     assert view_backbone("flow", "resnet50") == "resnet18"
     assert view_backbone("flow", "resnet10") == "resnet10"

@@ -48,7 +48,7 @@ def center_square(aspect: float) -> ClipGeometry:
 def random_sized_crop(
     rng: np.random.Generator,
     aspect: float,
-    scale: tuple[float, float] = (0.3, 1.0),
+    scale: tuple[float, float] = (0.5, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip_prob: float = 0.5,
 ) -> ClipGeometry:

@@ -303,7 +303,39 @@ def _blocks(clip: torch.Tensor, num_seq: int, seq_len: int) -> torch.Tensor:
     return clip.view(num_seq, seq_len, c, h, w).transpose(1, 2).contiguous()
 
 
-class MultiViewClipDataset(Dataset):
+class _ViewsDataset(Dataset):
+    """Videos read in several views on shared frame indices; subclasses decide which frames."""
+
+    def __init__(
+        self, entries: Sequence[VideoEntry], views: Sequence[str], sizes: dict[str, int], num_seq: int, seq_len: int, ds: int
+    ) -> None:
+        self.entries = list(entries)
+        self.views = list(views)
+        self.sizes = dict(sizes)
+        self.num_seq, self.seq_len, self.ds = num_seq, seq_len, ds
+        self.reader = FrameReader()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _read(self, entry: VideoEntry, frames: np.ndarray) -> tuple[dict[str, torch.Tensor], float]:
+        """Every view at the 1-based ``frames``, uint8 ``[K, H, W, C]``, and the width/height of the first."""
+        raw = {view: self.reader.read(entry.frame_dir, view, frames) for view in self.views}
+        _, height, width, _ = raw[self.views[0]].shape
+        return raw, width / height
+
+    def _transform(
+        self, raw: dict[str, torch.Tensor], geometry: ClipGeometry, rng: np.random.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Each view through its pipeline, cut into blocks: ``[K/SL, C, SL, S, S]``."""
+        out = {}
+        for view in self.views:
+            clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view], rng)
+            out[view] = _blocks(clip, len(clip) // self.seq_len, self.seq_len)
+        return out
+
+
+class MultiViewClipDataset(_ViewsDataset):
     """One clip per video per epoch, every requested view on the same frames and the same crop.
 
     Each item is ``{view: float [N, C, SL, S, S], "label": int, "index": int}``. Random draws come
@@ -335,76 +367,38 @@ class MultiViewClipDataset(Dataset):
         random_start: bool = True,
         seed: int = 0,
     ) -> None:
-        self.entries = list(entries)
-        self.views = list(views)
-        self.sizes = dict(sizes)
-        self.num_seq, self.seq_len, self.ds = num_seq, seq_len, ds
+        super().__init__(entries, views, sizes, num_seq, seq_len, ds)
         self.train, self.hflip, self.random_start, self.seed = train, hflip, random_start, seed
         self.epoch = 0
-        self.reader = FrameReader()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's random draws (call before creating the epoch's loader iterator)."""
         self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def _geometry(self, rng: np.random.Generator | None, aspect: float) -> ClipGeometry:
-        if rng is None:
-            return center_square(aspect)
-        return random_sized_crop(rng, aspect, flip_prob=0.5 if self.hflip else 0.0)
 
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
         start_rng = rng if self.random_start else None
         frames = clip_indices(entry.num_frames, self.num_seq, self.seq_len, self.ds, start_rng).reshape(-1)
-        raw = {view: self.reader.read(entry.frame_dir, view, frames) for view in self.views}
-        _, height, width, _ = raw[self.views[0]].shape
-        geometry = self._geometry(rng, width / height)
-        item: dict = {"label": entry.label, "index": index}
-        for view in self.views:
-            clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view], rng)
-            item[view] = _blocks(clip, self.num_seq, self.seq_len)
-        return item
+        raw, aspect = self._read(entry, frames)
+        if rng is None:
+            geometry = center_square(aspect)
+        else:
+            geometry = random_sized_crop(rng, aspect, flip_prob=0.5 if self.hflip else 0.0)
+        return {**self._transform(raw, geometry, rng), "label": entry.label, "index": index}
 
 
-class VideoGroupDataset(Dataset):
+class VideoGroupDataset(_ViewsDataset):
     """Whole videos for testing: every group of blocks of a video, centre-cropped, no augmentation.
 
     Each item is ``{view: float [G, N, C, SL, S, S], "label": int, "index": int}``; ``G`` differs
     between videos, so load with ``batch_size=1`` (or a collate that keeps a list).
     """
 
-    def __init__(
-        self,
-        entries: Sequence[VideoEntry],
-        views: Sequence[str],
-        sizes: dict[str, int],
-        num_seq: int = 8,
-        seq_len: int = 5,
-        ds: int = 3,
-    ) -> None:
-        self.entries = list(entries)
-        self.views = list(views)
-        self.sizes = dict(sizes)
-        self.num_seq, self.seq_len, self.ds = num_seq, seq_len, ds
-        self.reader = FrameReader()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         groups = video_group_indices(entry.num_frames, self.num_seq, self.seq_len, self.ds)
-        g = len(groups)
-        raw = {view: self.reader.read(entry.frame_dir, view, groups.reshape(-1)) for view in self.views}
-        _, height, width, _ = raw[self.views[0]].shape
-        geometry = center_square(width / height)
-        item: dict = {"label": entry.label, "index": index}
-        for view in self.views:
-            clip = transform_view(raw[view], VIEWS[view], geometry, self.sizes[view])
-            blocks = _blocks(clip, g * self.num_seq, self.seq_len)  # [G·N, C, SL, S, S]
-            item[view] = blocks.view(g, self.num_seq, *blocks.shape[1:])
-        return item
+        raw, aspect = self._read(entry, groups.reshape(-1))
+        blocks = self._transform(raw, center_square(aspect), rng=None)  # [G·N, C, SL, S, S]
+        item: dict = {view: x.view(len(groups), self.num_seq, *x.shape[1:]) for view, x in blocks.items()}
+        return {**item, "label": entry.label, "index": index}

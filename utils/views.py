@@ -20,8 +20,8 @@ class View:
         channels: channels of the tensor fed to the encoder.
         folder: the sibling folder of ``frame/`` that holds this view.
         pattern: file name of frame ``i`` (1-based), formatted with ``i``.
-        max_size: largest spatial size the view is fed at (``None``: up to the full ``--img_dim``).
-        fixed_size: a size the view is always fed at, whatever ``--img_dim`` is.
+        max_size: largest spatial size the view is fed at (``None``: the full ``--img_dim``); the
+            paper fed flow at 128 and heatmaps and masks at 64 whatever the RGB size.
         is_flow: the first channel is a horizontal displacement, negated by a horizontal flip.
         flip_channels: channel order after a horizontal flip (left and right joints swap places).
     """
@@ -31,7 +31,6 @@ class View:
     folder: str
     pattern: str
     max_size: int | None = None
-    fixed_size: int | None = None
     is_flow: bool = False
     flip_channels: tuple[int, ...] | None = None
 
@@ -42,8 +41,6 @@ class View:
 
     def size(self, img_dim: int) -> int:
         """Spatial size of this view's input when RGB is fed at ``img_dim``."""
-        if self.fixed_size is not None:
-            return self.fixed_size
         if self.max_size is not None:
             return min(img_dim, self.max_size)
         return img_dim
@@ -53,8 +50,8 @@ VIEWS: dict[str, View] = {
     "imgs": View("imgs", 3, "frame", "image_{:05d}.jpg"),
     "flow": View("flow", 2, "flow", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
     "farne": View("farne", 2, "farne", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
-    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", fixed_size=64, flip_channels=FLIP_PERMUTATION),
-    "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", fixed_size=64),
+    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", max_size=64, flip_channels=FLIP_PERMUTATION),
+    "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", max_size=64),
 }
 
 # Depth order of the backbones; views other than RGB never go deeper than resnet18 (as in the paper).
