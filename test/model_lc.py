@@ -109,15 +109,17 @@ def set_trainable(model: LinearClassifier, train_what: str, epoch: int, frozen_e
     """Freeze what should not learn in ``epoch``.
 
     The backbone is frozen during the first ``frozen_epochs`` epochs (the new head settles before
-    it is disturbed) and learns afterwards; the GRU always learns. With ``last`` the backbone and
-    GRU stay frozen for good, in eval mode (no BatchNorm statistics updates, no GRU dropout): a
-    linear probe. Call after ``model.train()``.
+    it is disturbed) and learns afterwards; the GRU always learns. A frozen backbone is also in
+    eval mode, so its BatchNorm statistics stay as pretrained. With ``last`` the backbone and GRU
+    stay frozen for good, in eval mode (no GRU dropout either): a linear probe. Call after
+    ``model.train()``.
     """
     backbone_on = train_what != "last" and epoch >= frozen_epochs
     for p in model.backbone.parameters():
         p.requires_grad_(backbone_on)
     for p in model.agg.parameters():
         p.requires_grad_(train_what != "last")
-    if train_what == "last":
+    if not backbone_on:
         model.backbone.eval()
+    if train_what == "last":
         model.agg.eval()

@@ -115,8 +115,12 @@ def test_parameter_groups_and_freezing_match_real_names():
     model_lc.set_trainable(model, "all", epoch=0)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.agg.parameters())  # the GRU is never frozen by "all"
+    stats = model.backbone.bn1.running_mean.clone()
+    model(torch.randn(2, 4, 3, 3, 64, 64))  # a frozen backbone keeps its BatchNorm statistics too
+    assert not model.backbone.training and torch.equal(model.backbone.bn1.running_mean, stats)
+    model.train()
     model_lc.set_trainable(model, "all", epoch=1)
-    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters()) and model.backbone.training
     model_lc.set_trainable(model, "last", epoch=5)
     assert not any(p.requires_grad for p in [*model.backbone.parameters(), *model.agg.parameters()])
     assert not model.backbone.training and model.final_fc.training

@@ -82,24 +82,27 @@ def view_backbone(view: str, net: str) -> str:
     return min(net, "resnet18", key=_DEPTH_ORDER.index)
 
 
-def view_dir(frame_dir: str | Path, view: str) -> Path:
-    """Folder of ``view`` for the video whose RGB frames are in ``frame_dir``.
+def sibling_folder(path: str | Path, folder: str) -> Path:
+    """``path`` with its last component named ``frame`` swapped for ``folder``.
 
-    The last path component named ``frame`` is swapped for the view's folder.
+    ``…/ucf101/frame/Run/v1`` → ``…/ucf101/flow/Run/v1``; ``…/kinetics400/frame/train`` →
+    ``…/kinetics400/flow/train``. This is how every view is found from the RGB frames.
 
     Raises:
-        ValueError: when ``frame_dir`` has no ``frame`` component (the layout of SPEC.md).
+        ValueError: when ``path`` has no ``frame`` component (the layout of SPEC.md).
     """
-    path = Path(frame_dir)
-    folder = VIEWS[view].folder
-    if folder == "frame":
-        return path
-    parts = list(path.parts)
+    parts = list(Path(path).parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "frame":
             parts[i] = folder
             return Path(*parts)
     raise ValueError(
-        f"cannot locate the {view!r} view of {frame_dir}: the frame folder must sit under a "
+        f"cannot locate the '{folder}' tree beside {path}: frames must sit under a "
         f"'.../frame/<class>/<video>' tree with a sibling '{folder}/' tree"
     )
+
+
+def view_dir(frame_dir: str | Path, view: str) -> Path:
+    """Folder of ``view`` for the video whose RGB frames are in ``frame_dir``."""
+    folder = VIEWS[view].folder
+    return Path(frame_dir) if folder == "frame" else sibling_folder(frame_dir, folder)
