@@ -1,4 +1,4 @@
-"""Helpers shared by the preprocessing scripts: atomic outputs, a parallel map, folder listings.
+"""Helpers shared by the preprocessing scripts: atomic outputs, a parallel map, folder listings, run summaries.
 
 Every per-video output folder is built under a temporary sibling name and renamed into place
 only when complete, so "the folder exists" means "the video is done" and a killed run can be
@@ -9,6 +9,7 @@ import fnmatch
 import multiprocessing
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -21,6 +22,7 @@ R = TypeVar("R")
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm")
 FRAME_GLOB = "image_*.jpg"
 _TMP_TAG = ".tmp-"
+_SHOW_FAILURES = 5  # failures printed at the end of a run; failed.txt has them all
 
 
 def _pid_alive(pid: int) -> bool:
@@ -199,25 +201,20 @@ def count_frames(video_dir: Path, pattern: str = FRAME_GLOB) -> int:
         return 0
 
 
-def sibling_view_root(frame_root: Path, view_folder: str) -> Path:
-    """Map a frame root to the parallel root of another view, as the data loader does.
-
-    The last path component named `frame` is replaced: `…/<dataset>/frame` -> `…/<dataset>/<view_folder>`,
-    and `…/kinetics400/frame/train` -> `…/kinetics400/<view_folder>/train`.
+def short_side_size(height: int, width: int, dim: int) -> tuple[int, int]:
+    """(h, w) of a `height` x `width` image resized to short side `dim`, keeping the aspect ratio.
 
     Args:
-        frame_root: the RGB frame root (resolved to an absolute path).
-        view_folder: the view's folder name, e.g. `flow`, `farne`, `heatmaps`, `segmasks`.
+        height: image height in pixels.
+        width: image width in pixels.
+        dim: target short side in pixels.
     Raises:
-        ValueError: `frame_root` has no component named `frame`, so the loader could not find the view.
+        ValueError: a size is not positive.
     """
-    parts = list(Path(frame_root).resolve().parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "frame":
-            parts[i] = view_folder
-            return Path(*parts)
-    raise ValueError(f"frame root {frame_root} has no 'frame' folder in its path (expected …/<dataset>/frame); "
-                     f"pass the {view_folder} root explicitly")
+    if height < 1 or width < 1 or dim < 1:
+        raise ValueError(f"sizes must be positive, got a {height}x{width} image and short side {dim}")
+    scale = dim / min(height, width)
+    return (dim, max(1, round(width * scale))) if height <= width else (max(1, round(height * scale)), dim)
 
 
 def write_failed_list(out_root: Path, failures: Sequence[tuple[str, str]]) -> Path:
@@ -231,3 +228,26 @@ def write_failed_list(out_root: Path, failures: Sequence[tuple[str, str]]) -> Pa
     path = Path(out_root) / "failed.txt"
     atomic_write_text(path, lines)
     return path
+
+
+def finish_run(name: str, out_root: Path, failures: Sequence[tuple[str, str]], done: int, skipped: int,
+               **totals: int) -> dict:
+    """End a preprocessing run: write `<out_root>/failed.txt`, print the first failures and a summary line.
+
+    Args:
+        name: the script's label in the summary line.
+        out_root: folder that gets `failed.txt` (created if needed).
+        failures: (item name, reason) pairs.
+        done: items processed by this run.
+        skipped: items already finished by an earlier run.
+        totals: extra counts (e.g. `frames=1234`), printed after `done` and returned.
+    Returns:
+        `{"done", "skipped", "failed", **totals}`.
+    """
+    failed_path = write_failed_list(out_root, failures)
+    for item, reason in failures[:_SHOW_FAILURES]:
+        print(f"failed: {item}: {reason}", file=sys.stderr)
+    extra = f" ({', '.join(f'{n} {k}' for k, n in totals.items())})" if totals else ""
+    listed = f" (listed in {failed_path})" if failures else ""
+    print(f"{name}: done {done}{extra}, skipped {skipped}, failed {len(failures)}{listed}")
+    return {"done": done, "skipped": skipped, "failed": len(failures), **totals}

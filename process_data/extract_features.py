@@ -1,51 +1,55 @@
 """Compute the `kphm` and `seg` views: COCO keypoint heatmaps and person masks of frame folders.
 
-    # any dataset, detectors on the frames (weights are local files; nothing is downloaded here)
+    # any dataset, detectors on the frames, with COCO weights saved as local files
     python process_data/extract_features.py --frame_root data/ucf101/frame --device cuda \
         --kp_weights weights/keypointrcnn_resnet50_fpn_coco.pth --seg_weights weights/maskrcnn_resnet50_fpn_coco.pth
+    # Kinetics: one run per frame root -> data/kinetics400/{heatmaps,segmasks}/train/<class>/<video>
+    python process_data/extract_features.py --frame_root data/kinetics400/frame/train --device cuda
     # the synthetic dataset, from its ground truth
     python process_data/extract_features.py --frame_root data/synthetic/frame --backend annotations \
         --annotations data/synthetic/annotations --workers 2
 
+Without --kp_weights / --seg_weights the torchvision backend downloads torchvision's COCO weights
+(into torch's hub cache) the first time; on a machine without internet pass the files.
+
 For every `<frame_root>/<class>/<video>/image_XXXXX.jpg` folder this writes
-`<out_root>/heatmaps/<class>/<video>/heatmap_XXXXX.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
-and `<out_root>/segmasks/<class>/<video>/segmask_XXXXX.npz` (array `seg`, uint8 [h, w], 255 = person)
+`<heatmaps root>/<class>/<video>/heatmap_XXXXX.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
+and `<segmasks root>/<class>/<video>/segmask_XXXXX.npz` (array `seg`, uint8 [h, w], 255 = person)
 for frames 1, 1 + stride, 1 + 2 stride, ..., numbered by the frame index (the loader fills the gaps
 from neighbours). h, w keep the frame's aspect ratio with short side `--dim`, so normalised crops
 line up with the RGB frames. A frame with nobody in it gets zeros.
 
+The roots are where the loader looks (`utils.views.view_dir`): the frame root with its last `frame`
+component swapped for `heatmaps` and `segmasks` (`data/ucf101/frame` -> `data/ucf101/heatmaps`,
+`data/kinetics400/frame/train` -> `data/kinetics400/heatmaps/train`). `--out_root R` overrides both
+with `R/heatmaps` and `R/segmasks`.
+
 Each video's folders are written under temporary names and renamed when complete, so a rerun
 skips finished videos. Videos that fail (no frames, missing annotation, unreadable frame) are
-listed in `<out_root>/failed.txt` and the run goes on.
+listed in `failed.txt` in the heatmaps root and the run goes on.
 """
+from __future__ import annotations
+
 import argparse
 import contextlib
-import sys
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from process_data.common import (
-    FRAME_GLOB, atomic_dir, frame_name, list_video_dirs, parallel_map, write_failed_list,
+    FRAME_GLOB, atomic_dir, finish_run, frame_name, list_video_dirs, parallel_map, short_side_size,
 )
 from process_data.keypoints import render_heatmaps, resize_mask
+from utils.views import sibling_folder
+
+if TYPE_CHECKING:  # torch takes seconds to import; the annotations backend never needs it
+    import torch
+    from torchvision.models import WeightsEnum
 
 PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
-
-
-def output_size(height: int, width: int, dim: int) -> tuple[int, int]:
-    """(h, w) with short side `dim` and the aspect ratio of a `height` x `width` frame.
-
-    Args:
-        height: frame height.
-        width: frame width.
-        dim: short side of the output.
-    """
-    scale = dim / min(height, width)
-    return (dim, max(1, round(width * scale))) if height <= width else (max(1, round(height * scale)), dim)
 
 
 def frame_indices(video_dir: Path) -> list[int]:
@@ -68,6 +72,8 @@ def sampled_indices(indices: list[int], stride: int) -> list[int]:
 
 
 class Backend(Protocol):
+    """Computes the heatmaps and masks of the sampled frames of one video."""
+
     def __call__(self, video_dir: Path, indices: list[int], frame_hw: tuple[int, int],
                  out_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (frame index, heatmaps uint8 [17, h, w], mask uint8 [h, w]) for each index."""
@@ -115,7 +121,8 @@ class TorchvisionBackend:
         sigma: Gaussian standard deviation in output pixels.
     """
 
-    def __init__(self, kp_model, seg_model, device: str, batch_size: int, score_thresh: float, sigma: float):
+    def __init__(self, kp_model: torch.nn.Module, seg_model: torch.nn.Module, device: str, batch_size: int,
+                 score_thresh: float, sigma: float):
         self.kp_model, self.seg_model = kp_model, seg_model
         self.device, self.batch_size = device, batch_size
         self.score_thresh, self.sigma = score_thresh, sigma
@@ -147,23 +154,25 @@ class TorchvisionBackend:
                              f"{frame_hw[0]}x{frame_hw[1]}")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # [H, W, 3]
 
-    def _people(self, out: dict):
+    def _people(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Boolean mask [P] of the confident person detections of one image."""
         return (out["labels"] == PERSON_LABEL) & (out["scores"] >= self.score_thresh)
 
-    def _heatmaps(self, out: dict, frame_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    def _heatmaps(self, out: dict[str, torch.Tensor], frame_hw: tuple[int, int],
+                  out_hw: tuple[int, int]) -> np.ndarray:
         kps = out["keypoints"][self._people(out)].float().cpu().numpy()  # [P, 17, 3] in frame pixels
         kps[..., 0] /= frame_hw[1]
         kps[..., 1] /= frame_hw[0]
         return render_heatmaps(kps, *out_hw, self.sigma)
 
-    def _mask(self, out: dict, out_hw: tuple[int, int]) -> np.ndarray:
+    def _mask(self, out: dict[str, torch.Tensor], out_hw: tuple[int, int]) -> np.ndarray:
         probs = out["masks"][self._people(out), 0]  # [P, H, W] probabilities
         if len(probs) == 0:
             return np.zeros(out_hw, np.uint8)
         return resize_mask(probs.max(dim=0).values.float().cpu().numpy(), *out_hw)
 
 
-def _state_dict(path: Path | None, weights, flag: str) -> dict:
+def _state_dict(path: Path | None, weights: WeightsEnum, flag: str) -> dict[str, torch.Tensor]:
     import torch
 
     if path is not None:
@@ -176,7 +185,7 @@ def _state_dict(path: Path | None, weights, flag: str) -> dict:
 
 
 def build_detectors(kp_weights: Path | None, seg_weights: Path | None, device: str, score_thresh: float,
-                    max_people: int):
+                    max_people: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """torchvision's keypoint R-CNN and Mask R-CNN (ResNet-50 FPN) in eval mode on `device`.
 
     Args:
@@ -213,14 +222,15 @@ def build_detectors(kp_weights: Path | None, seg_weights: Path | None, device: s
     return tuple(models)
 
 
-def process_video(video_dir: Path, frame_root: Path, out_root: Path, backend: Backend, stride: int,
-                  dim: int) -> str:
+def process_video(video_dir: Path, frame_root: Path, heat_root: Path, seg_root: Path, backend: Backend,
+                  stride: int, dim: int) -> str:
     """Write one video's heatmap and segmask folders; return "done", or "skipped" if both exist.
 
     Args:
         video_dir: `<frame_root>/<class>/<video>`.
         frame_root: the frame root.
-        out_root: parent of `heatmaps/` and `segmasks/`.
+        heat_root: root of the heatmap tree (gets `<class>/<video>/`).
+        seg_root: root of the segmask tree (gets `<class>/<video>/`).
         backend: produces the arrays of the sampled frames.
         stride: frame sampling step.
         dim: short side of the outputs.
@@ -228,7 +238,7 @@ def process_video(video_dir: Path, frame_root: Path, out_root: Path, backend: Ba
         ValueError: the folder has no frames or a frame cannot be read; the backend's errors.
     """
     rel = video_dir.relative_to(frame_root)
-    heat_dir, seg_dir = out_root / "heatmaps" / rel, out_root / "segmasks" / rel
+    heat_dir, seg_dir = heat_root / rel, seg_root / rel
     if heat_dir.is_dir() and seg_dir.is_dir():
         return "skipped"
     indices = sampled_indices(frame_indices(video_dir), stride)
@@ -238,7 +248,7 @@ def process_video(video_dir: Path, frame_root: Path, out_root: Path, backend: Ba
     if first is None:
         raise ValueError(f"cannot read frame {video_dir / frame_name(indices[0])}")
     frame_hw = first.shape[:2]
-    out_hw = output_size(*frame_hw, dim)
+    out_hw = short_side_size(*frame_hw, dim)
     with contextlib.ExitStack() as stack:
         # Only the missing view is written, so an interrupted run never overwrites a finished folder.
         tmp_heat = None if heat_dir.is_dir() else stack.enter_context(atomic_dir(heat_dir))
@@ -252,20 +262,26 @@ def process_video(video_dir: Path, frame_root: Path, out_root: Path, backend: Ba
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of extract_features.py."""
     parser = argparse.ArgumentParser("Compute keypoint heatmaps and person masks of frame folders", add_help=True)
     io = parser.add_argument_group("input/output")
     io.add_argument("--frame_root", type=Path, required=True, help="folder of <class>/<video>/image_00001.jpg frames")
     io.add_argument("--out_root", type=Path, default=None,
-                    help="gets heatmaps/ and segmasks/ (default: the parent of --frame_root)")
+                    help="write <out_root>/heatmaps/<class>/<video> and <out_root>/segmasks/<class>/<video> "
+                    "(failed.txt in <out_root>/heatmaps). Default: where the loader looks, --frame_root with its "
+                    "last 'frame' component replaced by heatmaps and segmasks (data/kinetics400/frame/train -> "
+                    "data/kinetics400/heatmaps/train and data/kinetics400/segmasks/train)")
     backend = parser.add_argument_group("backend")
     backend.add_argument("--backend", choices=("torchvision", "annotations"), default="torchvision",
                          help="detectors on the frames, or make_synthetic's ground truth")
     backend.add_argument("--annotations", type=Path, default=None,
                          help="annotations backend: folder of <class>/<video>.npz from make_synthetic.py")
     backend.add_argument("--kp_weights", type=Path, default=None,
-                         help="torchvision backend: keypointrcnn_resnet50_fpn state dict (default: torchvision's COCO weights)")
+                         help="torchvision backend: keypointrcnn_resnet50_fpn state dict "
+                         "(default: torchvision's COCO weights, downloaded on first use)")
     backend.add_argument("--seg_weights", type=Path, default=None,
-                         help="torchvision backend: maskrcnn_resnet50_fpn state dict (default: torchvision's COCO weights)")
+                         help="torchvision backend: maskrcnn_resnet50_fpn state dict "
+                         "(default: torchvision's COCO weights, downloaded on first use)")
     backend.add_argument("--device", default="cpu", help="torchvision backend: torch device, e.g. cuda:0")
     backend.add_argument("--batch_size", type=int, default=8, help="torchvision backend: frames per forward pass")
     backend.add_argument("--score_thresh", type=float, default=0.5, help="torchvision backend: minimum person score")
@@ -304,28 +320,44 @@ def _make_backend(args: argparse.Namespace) -> Backend:
     return TorchvisionBackend(kp_model, seg_model, args.device, args.batch_size, args.score_thresh, args.sigma)
 
 
+def output_roots(frame_root: Path, out_root: Path | None) -> tuple[Path, Path]:
+    """The heatmap and segmask roots of a run.
+
+    Args:
+        frame_root: the RGB frame root.
+        out_root: `--out_root`: gives `out_root/heatmaps` and `out_root/segmasks`; None gives the siblings
+            of `frame_root` that `utils.views.view_dir` reads (`…/frame/train` -> `…/heatmaps/train`).
+    Raises:
+        ValueError: no `--out_root` and `frame_root` has no `frame` component; a root is the frame root.
+    """
+    if out_root is not None:
+        roots = (Path(out_root) / "heatmaps", Path(out_root) / "segmasks")
+    else:
+        try:
+            roots = tuple(sibling_folder(Path(frame_root).resolve(), f) for f in ("heatmaps", "segmasks"))
+        except ValueError as exc:
+            raise ValueError(f"--frame_root {frame_root} has no 'frame' folder in its path (expected "
+                             f"…/<dataset>/frame[/<subset>]); pass --out_root") from exc
+    for root in roots:
+        if root.resolve() == Path(frame_root).resolve():
+            raise ValueError(f"--frame_root {frame_root} is {root}, where outputs would be written")
+    return roots
+
+
 def main(args: argparse.Namespace) -> dict:
+    """Write the heatmaps and masks of every video under --frame_root; return the done/skipped/failed counts."""
     _check_args(args)
     frame_root = Path(args.frame_root)
-    out_root = Path(args.out_root) if args.out_root is not None else frame_root.resolve().parent
-    for view in ("heatmaps", "segmasks"):
-        if (out_root / view).resolve() == frame_root.resolve():
-            raise ValueError(f"--frame_root {frame_root} is {out_root / view}, where the {view} would be written")
+    heat_root, seg_root = output_roots(frame_root, args.out_root)
     video_dirs = list_video_dirs(frame_root)
     if not video_dirs:
         raise FileNotFoundError(f"--frame_root {frame_root} has no <class>/<video>/ folders")
-    work = partial(process_video, frame_root=frame_root, out_root=out_root, backend=_make_backend(args),
-                   stride=args.stride, dim=args.dim)
+    work = partial(process_video, frame_root=frame_root, heat_root=heat_root, seg_root=seg_root,
+                   backend=_make_backend(args), stride=args.stride, dim=args.dim)
     results = parallel_map(work, video_dirs, args.workers, desc=f"heatmaps+masks ({args.backend})")
     failures = [(str(v.relative_to(frame_root)), str(r)) for v, r in zip(video_dirs, results) if isinstance(r, Exception)]
-    out_root.mkdir(parents=True, exist_ok=True)
-    failed_path = write_failed_list(out_root, failures)
-    stats = {"done": results.count("done"), "skipped": results.count("skipped"), "failed": len(failures)}
-    for name, reason in failures[:5]:
-        print(f"failed: {name}: {reason}", file=sys.stderr)
-    print(f"extract_features: done {stats['done']}, skipped {stats['skipped']}, failed {stats['failed']}"
-          + (f" (listed in {failed_path})" if failures else ""))
-    return stats
+    return finish_run("extract_features", heat_root, failures, done=results.count("done"),
+                      skipped=results.count("skipped"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Methods (timings from bench/bench_preprocess.py):
   PRESET_FAST was 6x faster again but 40% further from the true flow).
 """
 import argparse
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -30,9 +29,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from process_data.common import (
-    atomic_dir, frame_name, list_video_dirs, parallel_map, sibling_view_root, write_failed_list,
-)
+from process_data.common import atomic_dir, finish_run, frame_name, list_video_dirs, parallel_map
+from process_data.extract_frame import resize_short_side
+from utils.views import sibling_folder
 
 METHODS = ("tvl1", "farneback", "dis")
 TVL1_PRESETS = {
@@ -104,13 +103,7 @@ def read_gray(path: Path, dim: int | None = None) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"{path}: cannot be read as an image")
-    if dim is not None:
-        h, w = img.shape
-        scale = dim / min(h, w)
-        if scale != 1:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return img
+    return img if dim is None else resize_short_side(img, dim)
 
 
 def frame_paths(video_dir: Path) -> list[Path]:
@@ -170,11 +163,27 @@ def _flow_one(job: tuple[Path, Path], method: str, tvl1_preset: str, bound: floa
 
 
 def default_flow_root(frame_root: Path, method: str) -> Path:
-    """`…/<dataset>/farne` for farneback, `…/<dataset>/flow` for tvl1 and dis (the last `frame` component swapped)."""
-    return sibling_view_root(frame_root, "farne" if method == "farneback" else "flow")
+    """`…/<dataset>/farne` for farneback, `…/<dataset>/flow` for tvl1 and dis, where the loader looks.
+
+    The last path component named `frame` of the resolved `frame_root` is swapped (`utils.views.sibling_folder`):
+    `…/kinetics400/frame/train` -> `…/kinetics400/flow/train`.
+
+    Args:
+        frame_root: the RGB frame root.
+        method: the flow method.
+    Raises:
+        ValueError: `frame_root` has no `frame` component; --flow_root must then be given.
+    """
+    folder = "farne" if method == "farneback" else "flow"
+    try:
+        return sibling_folder(Path(frame_root).resolve(), folder)
+    except ValueError as exc:
+        raise ValueError(f"--frame_root {frame_root} has no 'frame' folder in its path (expected …/<dataset>/frame); "
+                         f"pass --flow_root") from exc
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of extract_flow.py."""
     parser = argparse.ArgumentParser("Compute optical flow of frame folders", add_help=True)
     io = parser.add_argument_group("input/output")
     io.add_argument("--frame_root", type=Path, required=True, help="frame root with <class>/<video>/image_00001.jpg")
@@ -194,6 +203,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Compute the flow of every video under --frame_root; return the done/skipped/failed/pairs counts."""
     if args.bound <= 0:
         raise ValueError(f"--bound must be > 0 pixels, got {args.bound}")
     if args.dim is not None and args.dim <= 0:
@@ -218,15 +228,9 @@ def main(args: argparse.Namespace) -> dict:
     results = parallel_map(fn, jobs, args.workers, desc=f"{args.method} flow")
     failures = [(str(d.relative_to(frame_root)), str(r))
                 for (d, _), r in zip(jobs, results) if isinstance(r, Exception)]
-    flow_root.mkdir(parents=True, exist_ok=True)
-    failed_path = write_failed_list(flow_root, failures)
-    stats = {"done": len(jobs) - len(failures), "skipped": skipped, "failed": len(failures),
-             "pairs": sum(r for r in results if not isinstance(r, Exception))}
-    for name, reason in failures[:5]:
-        print(f"failed: {name}: {reason}", file=sys.stderr)
-    print(f"extract_flow ({args.method}) -> {flow_root}: done {stats['done']} ({stats['pairs']} pairs), "
-          f"skipped {skipped}, failed {len(failures)}" + (f" (listed in {failed_path})" if failures else ""))
-    return stats
+    return finish_run(f"extract_flow ({args.method}) -> {flow_root}", flow_root, failures,
+                      done=len(jobs) - len(failures), skipped=skipped,
+                      pairs=sum(r for r in results if not isinstance(r, Exception)))
 
 
 if __name__ == "__main__":

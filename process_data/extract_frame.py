@@ -10,7 +10,6 @@ cannot be decoded, decode to no frame, or decode to clearly fewer frames than th
 (a truncated file) are listed in `<frame_root>/failed.txt` and get no folder.
 """
 import argparse
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 
 from process_data.common import (
-    VIDEO_EXTS, atomic_dir, frame_name, list_videos, parallel_map, write_failed_list,
+    VIDEO_EXTS, atomic_dir, finish_run, frame_name, list_videos, parallel_map, short_side_size,
 )
 
 JPEG_QUALITY = 80
@@ -34,13 +33,11 @@ def resize_short_side(frame: np.ndarray, dim: int) -> np.ndarray:
         dim: target short side in pixels.
     """
     h, w = frame.shape[:2]
-    short = min(h, w)
-    if short == dim:
+    new_h, new_w = short_side_size(h, w, dim)
+    if (new_h, new_w) == (h, w):
         return frame
-    scale = dim / short
-    size = (dim, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), dim)  # (W, H)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(frame, size, interpolation=interp)
+    interp = cv2.INTER_AREA if dim < min(h, w) else cv2.INTER_LINEAR
+    return cv2.resize(frame, (new_w, new_h), interpolation=interp)
 
 
 def _truncated(decoded: int, header_count: int) -> bool:
@@ -118,6 +115,7 @@ def plan_jobs(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of extract_frame.py."""
     parser = argparse.ArgumentParser("Extract JPEG frames from videos", add_help=True)
     io = parser.add_argument_group("input/output")
     io.add_argument("--video_root", type=Path, required=True,
@@ -133,6 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Extract the frames of every video under --video_root; return the done/skipped/failed/frames counts."""
     if args.dim <= 0:
         raise ValueError(f"--dim must be a positive number of pixels, got {args.dim}")
     video_root, frame_root = Path(args.video_root), Path(args.frame_root)
@@ -144,16 +143,8 @@ def main(args: argparse.Namespace) -> dict:
     for (video, _), res in zip(jobs, results):
         if isinstance(res, Exception):
             failures.append((str(video.relative_to(video_root)), str(res)))
-    frame_root.mkdir(parents=True, exist_ok=True)
-    failed_path = write_failed_list(frame_root, failures)
-    stats = {"done": len(jobs) - sum(isinstance(r, Exception) for r in results),
-             "skipped": len(skipped), "failed": len(failures),
-             "frames": sum(r for r in results if not isinstance(r, Exception))}
-    for name, reason in failures[:5]:
-        print(f"failed: {name}: {reason}", file=sys.stderr)
-    print(f"extract_frame: done {stats['done']} ({stats['frames']} frames), skipped {stats['skipped']}, "
-          f"failed {stats['failed']}" + (f" (listed in {failed_path})" if failures else ""))
-    return stats
+    return finish_run("extract_frame", frame_root, failures, done=sum(not isinstance(r, Exception) for r in results),
+                      skipped=len(skipped), frames=sum(r for r in results if not isinstance(r, Exception)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from process_data.common import atomic_write_text, count_frames, list_video_dirs
+from utils.video_data import read_class_index
 
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "jhmdb", "synthetic", "folder")
 SPLIT_IDS = (1, 2, 3)
@@ -24,31 +25,6 @@ _SHOW = 5
 
 # name of an output csv -> the video frame folders it lists, in order
 Splits = dict[str, list[Path]]
-
-
-def read_class_ind(path: Path) -> list[str]:
-    """Read a UCF-style `classInd.txt` (`<1-based id> <class name>` lines) into names ordered by id.
-
-    Args:
-        path: the classInd file.
-    Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: a line is malformed or the ids are not 1..C.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class index {path} not found")
-    by_id = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise ValueError(f"{path}:{lineno}: expected '<id> <class name>', got {line!r}")
-        by_id[int(parts[0])] = parts[1].strip()
-    if sorted(by_id) != list(range(1, len(by_id) + 1)):
-        raise ValueError(f"{path}: class ids must be 1..{len(by_id)} without gaps")
-    return [by_id[i] for i in range(1, len(by_id) + 1)]
 
 
 def _read_ucf_list(path: Path, frame_root: Path, classes: list[str]) -> list[Path]:
@@ -78,8 +54,12 @@ def ucf_splits(frame_root: Path, split_root: Path) -> tuple[list[str], Splits]:
         split_root: folder of the split files.
     Raises:
         FileNotFoundError: no complete train/test pair or no classInd.txt in `split_root`.
+        ValueError: a malformed line in classInd.txt or a list, or a class that classInd.txt lacks.
     """
-    classes = read_class_ind(split_root / "classInd.txt")
+    class_ind = split_root / "classInd.txt"
+    if not class_ind.is_file():  # read_class_index's own message points at this script, which reads it here
+        raise FileNotFoundError(f"--split_root {split_root} has no classInd.txt (the official '<id> <class>' list)")
+    classes = read_class_index(class_ind)
     splits: Splits = {}
     for k in SPLIT_IDS:
         train, test = split_root / f"trainlist0{k}.txt", split_root / f"testlist0{k}.txt"
@@ -230,6 +210,7 @@ def default_out(dataset: str) -> Path:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of write_csv.py."""
     parser = argparse.ArgumentParser("Write train/test split csv files and classInd.txt", add_help=True)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, required=True, help="split file format to read")
@@ -262,6 +243,7 @@ def _resolve_split_root(args: argparse.Namespace, frame_root: Path) -> Path | No
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Write the split csv files and classInd.txt of --dataset; return per-csv row and issue counts."""
     frame_root = Path(args.frame_root).resolve()
     if not frame_root.is_dir():
         raise FileNotFoundError(f"--frame_root {frame_root} is not a folder")

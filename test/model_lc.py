@@ -58,14 +58,9 @@ class LinearClassifier(nn.Module):
             backbone, in_channels=in_channels, track_running_stats=track_running_stats
         )
         d = self.feature_size
-        self.agg = ConvGRU(input_size=d, hidden_size=d, kernel_size=1, num_layers=1)
+        self.agg = ConvGRU(input_size=d, hidden_size=d, kernel_size=1, num_layers=1)  # initialises itself orthogonally
         self.final_bn = nn.BatchNorm1d(d)
         self.final_fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, num_classes))
-        for name, param in self.agg.named_parameters():
-            if "weight" in name:
-                nn.init.orthogonal_(param)
-            else:
-                nn.init.zeros_(param)
         nn.init.ones_(self.final_bn.weight)
         nn.init.zeros_(self.final_bn.bias)
         nn.init.orthogonal_(self.final_fc[1].weight)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,7 +27,16 @@ import model_lc
 from train.dataset_3d import resolve_csv_root, resolve_hflip
 from train.model_3d import DPCRNN
 from utils import evaluation as ev
-from utils.checkpoint import CheckpointError, atomic_save, clean_state_dict, load_checkpoint, prune_epochs, state_dict_of
+from utils.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    clean_state_dict,
+    has_running_stats,
+    load_checkpoint,
+    load_pretrained,
+    prune_epochs,
+    state_dict_of,
+)
 from utils.metrics import AverageMeter, topk_accuracy
 from utils.video_data import (
     REPO_ROOT,
@@ -37,6 +48,11 @@ from utils.video_data import (
     split_csv_path,
 )
 from utils.views import VIEWS, view_backbone
+
+if TYPE_CHECKING:
+    from tensorboardX import SummaryWriter
+
+log = logging.getLogger("cocon.test")
 
 EPILOG = """\
 modes:
@@ -56,13 +72,15 @@ outputs:
   encoder:   <out_dir>/features_<hash>.npz (cache), retrieval.{md,json}, linear_probe.json, tsne.png,
              nearest_neighbours.png
   --out_dir defaults to <exp>/eval/<checkpoint name>_<dataset>_split<NN>/ next to the checkpoint
-  (<exp>/ is the folder holding model/); for --ensemble, to ensemble_<views>/ beside the first file's
-  folder. A probs_<view>.npz holds probs float32 [V,K], labels int64 [V], videos str [V] (frame
-  folders), class_names str [K] and view str; read it with np.load(path, allow_pickle=False).
+  (<exp>/ is the folder holding model/); for --ensemble, to ensemble_<views>/ beside the folder of
+  the first file, views taken in the order imgs, flow, farne, kphm, seg whatever the flag order.
+  A probs_<view>.npz holds probs float32 [V,K], labels int64 [V], videos str [V] (frame folders),
+  class_names str [K] and view str; read it with np.load(path, allow_pickle=False).
 """
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The flags of every mode (fine-tune, test, ensemble, frozen-encoder evaluation), grouped."""
     parser = argparse.ArgumentParser(
         "CoCon fine-tuning and evaluation", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -81,7 +99,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default="ucf101", help="dataset name; its lists are in <csv_root>")
     data.add_argument("--csv_root", type=Path, default=None,
                       help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
-    data.add_argument("--split", type=int, default=1, help="split number (1-3 for UCF101/HMDB51)")
+    data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="split number of the train/test lists")
     data.add_argument("--val_fraction", type=float, default=0.1,
                       help="share of each class of the train split held out for validation")
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
@@ -134,10 +152,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def csv_root(args: argparse.Namespace) -> Path:
+    """Folder of ``classInd.txt`` and the split lists: ``--csv_root``, else ``process_data/data/<dataset>``.
+
+    Args:
+        args: the parsed flags (``csv_root``, ``dataset``).
+    """
     return resolve_csv_root(args.csv_root, args.dataset)
 
 
 def view_size(args: argparse.Namespace) -> int:
+    """Input side of ``--modality`` when RGB is fed at ``--img_dim`` (other views cap their size).
+
+    Args:
+        args: the parsed flags (``modality``, ``img_dim``).
+    """
     return VIEWS[args.modality].size(args.img_dim)
 
 
@@ -196,6 +224,13 @@ def group_loader(entries: list[VideoEntry], args: argparse.Namespace) -> DataLoa
 
 
 def build_classifier(args: argparse.Namespace, num_classes: int, track_running_stats: bool) -> model_lc.LinearClassifier:
+    """A randomly initialised classifier of ``--modality`` with the model flags.
+
+    Args:
+        args: the parsed flags (``net``, ``modality``, ``img_dim``, ``seq_len``, ``num_seq``, ``dropout``, ``l2_norm``).
+        num_classes: K, the classes of ``classInd.txt``.
+        track_running_stats: BatchNorm running statistics in the backbone (see :func:`pretrain_running_stats`).
+    """
     return model_lc.LinearClassifier(
         backbone=view_backbone(args.modality, args.net), in_channels=VIEWS[args.modality].channels,
         img_dim=view_size(args), seq_len=args.seq_len, num_seq=args.num_seq, num_classes=num_classes,
@@ -206,15 +241,25 @@ def build_classifier(args: argparse.Namespace, num_classes: int, track_running_s
 def pretrain_running_stats(args: argparse.Namespace) -> bool:
     """Keep BatchNorm running statistics unless the --pretrain checkpoint has none (DPC's and the
     original CoCon's normalise with batch statistics; their frozen backbones need that in eval mode)."""
-    return args.pretrain in (None, "random") or ev.has_running_stats(args.pretrain)
+    return args.pretrain in (None, "random") or has_running_stats(args.pretrain)
 
 
 # ---------------------------------------------------------------- fine-tuning
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epoch: int,
-                    args: argparse.Namespace, writer, iteration: int) -> tuple[dict, int]:
-    """One epoch of cross-entropy training; returns mean loss/top-1 and the updated iteration count."""
+                    args: argparse.Namespace, writer: SummaryWriter, iteration: int) -> tuple[dict, int]:
+    """One epoch of cross-entropy training; returns mean loss/top-1 and the updated iteration count.
+
+    Args:
+        model: the classifier (frozen parts are set by ``--train_what`` and ``epoch``).
+        loader: augmented clips ``{view: [B, N, C, SL, H, W], "label": [B]}``.
+        optimizer: built on :func:`model_lc.parameter_groups`.
+        epoch: 0-based epoch (the backbone is frozen in epoch 0).
+        args: the parsed flags (``modality``, ``train_what``, ``device``, ``print_freq``).
+        writer: TensorBoard writer of the iteration losses.
+        iteration: optimiser steps taken before this epoch.
+    """
     model.train()
     model_lc.set_trainable(model, args.train_what, epoch)
     loader.dataset.set_epoch(epoch)
@@ -249,12 +294,21 @@ def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> 
     return {"loss": loss_meter.avg, "top1": top1.avg, "top5": top5.avg}
 
 
-def _resume(path: Path, args: argparse.Namespace, model: nn.Module, optimizer, scheduler) -> dict:
+def _resume(path: Path, args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    """Restore model, optimiser and scheduler from a fine-tuning checkpoint; return the checkpoint."""
     checkpoint = load_checkpoint(path, map_location=args.device)
     if checkpoint.get("mode") != args.modality or "optimizer" not in checkpoint:
         raise CheckpointError(f"--resume {path}: not a fine-tuning checkpoint of view {args.modality!r}")
     model.load_state_dict(clean_state_dict(state_dict_of(checkpoint, path)))
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except ValueError as err:  # torch's message names parameter groups, not the flag that shaped them
+        saved = checkpoint.get("args", {}).get("train_what", "unknown")
+        raise CheckpointError(
+            f"--resume {path} was fine-tuned with --train_what {saved!r}, but --train_what is "
+            f"{args.train_what!r}: its optimiser state does not fit ({err})"
+        ) from err
     scheduler.load_state_dict(checkpoint["scheduler"])
     return checkpoint
 
@@ -290,7 +344,7 @@ def finetune(args: argparse.Namespace) -> dict:
         if args.pretrain is None:
             raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
         if args.pretrain != "random":
-            print(f"pretrain {args.pretrain}: {ev.load_pretrained(model, args.pretrain, args.modality).summary()}")
+            log.info("pretrain %s: %s", args.pretrain, load_pretrained(model, args.pretrain, args.modality).summary())
     optimizer = torch.optim.Adam(model_lc.parameter_groups(model, args.train_what, args.lr), weight_decay=args.wd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(args), gamma=0.1)
     start_epoch, best_acc, iteration = 0, -1.0, 0
@@ -302,8 +356,8 @@ def finetune(args: argparse.Namespace) -> dict:
         exp = Path(args.save_dir) / exp_name(args)
     model_dir = exp / "model"
     train_loader, val_loader = clip_loaders(args, train_entries, val_entries)
-    print(f"fine-tuning {args.modality} on {len(train_entries)} train / {len(val_entries)} val videos "
-          f"({len(class_names)} classes, hflip {'on' if use_hflip(args) else 'off'}) into {exp}")
+    log.info("fine-tuning %s on %d train / %d val videos (%d classes, hflip %s) into %s", args.modality,
+             len(train_entries), len(val_entries), len(class_names), "on" if use_hflip(args) else "off", exp)
     writers = {part: SummaryWriter(str(exp / "img" / part)) for part in ("train", "val")}
     for epoch in range(start_epoch, args.epochs):
         train_stats, iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"], iteration)
@@ -325,8 +379,9 @@ def finetune(args: argparse.Namespace) -> dict:
         prune_epochs(model_dir, f"mode_{args.modality}_epoch", keep=1)
         if is_best:
             atomic_save(checkpoint, model_dir / f"mode_{args.modality}_best.pth.tar")
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_stats['loss']:.3f} top-1 {100 * train_stats['top1']:.1f}% "
-              f"| val loss {val_stats['loss']:.3f} top-1 {100 * val_stats['top1']:.1f}%{' (best)' if is_best else ''}")
+        log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | val loss %.3f top-1 %.1f%%%s", epoch + 1, args.epochs,
+                 train_stats["loss"], 100 * train_stats["top1"], val_stats["loss"], 100 * val_stats["top1"],
+                 " (best)" if is_best else "")
     for writer in writers.values():
         writer.close()
     best = model_dir / f"mode_{args.modality}_best.pth.tar"
@@ -337,12 +392,64 @@ def finetune(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- testing
 
 
-def load_classifier(path: Path, args: argparse.Namespace, num_classes: int) -> nn.Module:
-    """A fine-tuned classifier of ``--modality`` from ``path``, every key required."""
+# Flags that shape the classifier or its test clips; a fine-tuned checkpoint records them in "args".
+_CLASSIFIER_FLAGS = ("net", "img_dim", "seq_len", "num_seq", "ds", "l2_norm")
+
+
+def _effective(flag: str, value: object, args: argparse.Namespace) -> object:
+    """What a flag value means for ``--modality`` (views other than imgs cap --net and --img_dim)."""
+    if flag == "net":
+        return view_backbone(args.modality, str(value))
+    if flag == "img_dim":
+        return VIEWS[args.modality].size(int(value))
+    return value
+
+
+def check_classifier_settings(checkpoint: dict, path: Path, args: argparse.Namespace, class_names: list[str]) -> None:
+    """Refuse a fine-tuned checkpoint whose recorded flags or classes differ from this run's.
+
+    Args:
+        checkpoint: the loaded checkpoint; its ``args`` and ``class_names`` are checked where present.
+        path: the checkpoint file, for messages.
+        args: the parsed flags.
+        class_names: the classes of this run's ``classInd.txt``.
+
+    Raises:
+        CheckpointError: naming the flag (or ``classInd.txt``) and both values.
+    """
+    saved = checkpoint.get("args") or {}
+    for flag in _CLASSIFIER_FLAGS:
+        if flag in saved and _effective(flag, saved[flag], args) != _effective(flag, getattr(args, flag), args):
+            raise CheckpointError(f"--test {path} was fine-tuned with --{flag} {saved[flag]!r}, "
+                                  f"but --{flag} is {getattr(args, flag)!r}")
+    names = checkpoint.get("class_names")
+    if names is not None and list(names) != list(class_names):
+        shorter = min(len(names), len(class_names))
+        diff = next((i for i, (a, b) in enumerate(zip(names, class_names)) if a != b), shorter)
+        raise CheckpointError(
+            f"--test {path} was fine-tuned on {len(names)} classes, but {csv_root(args) / 'classInd.txt'} lists "
+            f"{len(class_names)}; they first differ at class {diff + 1}: "
+            f"{(list(names) + ['<none>'])[diff]!r} vs {(list(class_names) + ['<none>'])[diff]!r}"
+        )
+
+
+def load_classifier(path: Path, args: argparse.Namespace, class_names: list[str]) -> nn.Module:
+    """A fine-tuned classifier of ``--modality`` from ``path``, every key required.
+
+    Args:
+        path: the ``--test`` checkpoint.
+        args: the parsed flags; the checkpoint's recorded model flags must match them.
+        class_names: the classes of ``classInd.txt``; the checkpoint's must match them.
+
+    Raises:
+        CheckpointError: another view, other model flags or classes, or weights that do not fit.
+    """
     checkpoint = load_checkpoint(path, map_location="cpu")
     if checkpoint.get("mode") not in (None, args.modality):
         raise CheckpointError(f"--test {path} is a classifier of the {checkpoint['mode']!r} view, "
                               f"but --modality is {args.modality!r}")
+    check_classifier_settings(checkpoint, path, args, class_names)
+    num_classes = len(class_names)
     model = build_classifier(args, num_classes, bool(checkpoint.get("track_running_stats", True)))
     try:
         model.load_state_dict(clean_state_dict(state_dict_of(checkpoint, path)))
@@ -357,7 +464,7 @@ def load_classifier(path: Path, args: argparse.Namespace, num_classes: int) -> n
 def test_classifier(checkpoint: Path, args: argparse.Namespace, entries: list[VideoEntry],
                     class_names: list[str], out_dir: Path) -> dict:
     """Whole-video test of a classifier checkpoint; writes the report files into ``out_dir``."""
-    model = load_classifier(checkpoint, args, len(class_names))
+    model = load_classifier(checkpoint, args, class_names)
     probs, labels, indices = ev.predict_videos(model, group_loader(entries, args), args.modality,
                                                args.batch_size, args.device, progress=True)
     videos = np.array([str(entries[i].frame_dir) for i in indices])
@@ -379,7 +486,12 @@ def report(result: ev.VideoProbabilities, out_dir: Path, stem: str, extra: dict)
 
 
 def run_ensemble(args: argparse.Namespace) -> dict:
-    """Fuse the given probability files with the view weights."""
+    """Fuse the given ``--prob_<view>`` files with the view weights.
+
+    Views are taken in the canonical order of :data:`utils.views.VIEWS` (imgs, flow, farne, kphm, seg),
+    whatever the order of the flags: the fused view name (``imgs+flow``), the video order of the
+    result and the default output folder (beside the first of them) follow it.
+    """
     paths = {v: getattr(args, f"prob_{v}") for v in VIEWS if getattr(args, f"prob_{v}") is not None}
     if len(paths) < 2:
         raise ValueError(f"--ensemble 1 needs two or more of {[f'--prob_{v}' for v in VIEWS]}, got {len(paths)}")
@@ -407,7 +519,7 @@ def build_encoder(args: argparse.Namespace) -> DPCRNN:
                      args.seq_len, args.num_seq, pred_step=min(3, args.num_seq - 1), l2_norm=args.l2_norm,
                      track_running_stats=pretrain_running_stats(args))
     if args.pretrain != "random":
-        print(f"pretrain {args.pretrain}: {ev.load_pretrained(encoder, args.pretrain, args.modality).summary()}")
+        log.info("pretrain %s: %s", args.pretrain, load_pretrained(encoder, args.pretrain, args.modality).summary())
     encoder.requires_grad_(False)
     return encoder.to(args.device).eval()
 
@@ -425,7 +537,7 @@ def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: li
     path = ev.feature_cache_path(out_dir, key)
     cached = ev.load_features(path, key) if args.cache else None
     if cached is not None:
-        print(f"features loaded from cache {path}")
+        log.info("features loaded from cache %s", path)
         return {**cached, "cache": "hit"}
     encoder = build_encoder(args)
     arrays = {}
@@ -434,9 +546,31 @@ def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: li
         feats, labels = ev.extract_video_features(encoder.encode, group_loader(entries, args), args.modality,
                                                   args.batch_size, args.device, progress=True)
         arrays[f"{part}_features"], arrays[f"{part}_labels"] = feats, labels
-        print(f"{part}: {len(entries)} video features {feats.shape} in {time.time() - start:.1f}s")
+        log.info("%s: %d video features %s in %.1fs", part, len(entries), feats.shape, time.time() - start)
     ev.save_features(path, key, arrays)
     return {**arrays, "cache": "miss"}
+
+
+def parse_recall_k(spec: str) -> list[int]:
+    """``"1,5,10"`` → the sorted distinct k of recall@k.
+
+    Args:
+        spec: the ``--recall_k`` value, comma-separated positive integers.
+
+    Raises:
+        ValueError: an entry is not a positive integer, or none is given.
+    """
+    ks = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"--recall_k: expected comma-separated positive integers, got {part!r} in {spec!r}")
+        ks.add(int(part))
+    if not ks:
+        raise ValueError(f"--recall_k: expected comma-separated positive integers, got {spec!r}")
+    return sorted(ks)
 
 
 def evaluate_encoder(args: argparse.Namespace) -> dict:
@@ -445,6 +579,7 @@ def evaluate_encoder(args: argparse.Namespace) -> dict:
         raise ValueError("--retrieval/--linear_probe/--qualitative evaluate the --pretrain encoder: pass a checkpoint")
     if args.pretrain == "random" and args.out_dir is None:
         raise ValueError("--pretrain random has no checkpoint folder to write next to: pass --out_dir")
+    ks = parse_recall_k(args.recall_k) if args.retrieval else []
     out_dir = Path(args.out_dir or default_out_dir(args.pretrain, args))
     root = csv_root(args)
     train, class_names = load_split(root, "train", args.split)
@@ -452,7 +587,6 @@ def evaluate_encoder(args: argparse.Namespace) -> dict:
     feats = encoder_features(args, train, test, out_dir)
     results: dict = {"feature_cache": feats["cache"], "out_dir": str(out_dir)}
     if args.retrieval:
-        ks = sorted({int(k) for k in args.recall_k.split(",") if k.strip()})
         recalls = ev.retrieval_recall(feats["test_features"], feats["test_labels"],
                                       feats["train_features"], feats["train_labels"], ks)
         table = ev.recall_table(recalls, f"Retrieval, {args.dataset} split {args.split}, {args.modality}: "
@@ -485,7 +619,7 @@ def qualitative(args: argparse.Namespace, feats: dict, train: list[VideoEntry], 
     ranked = ev.rank_gallery(query_feats[rows], gallery_feats, args.nn_k)
     grid = ev.nearest_neighbour_figure([test[i] for i in rows], [[train[j] for j in r] for r in ranked],
                                        class_names, out_dir / "nearest_neighbours.png")
-    print(f"figures: {tsne}, {grid}")
+    log.info("figures: %s, %s", tsne, grid)
     return {"tsne": str(tsne), "nearest_neighbours": str(grid)}
 
 
@@ -494,6 +628,7 @@ def qualitative(args: argparse.Namespace, feats: dict, train: list[VideoEntry], 
 
 def main(args: argparse.Namespace) -> dict:
     """Run the mode the flags select (see the --help epilog); returns its results."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.ensemble:
         return {"ensemble": run_ensemble(args)}
     if args.test is not None or args.retrieval or args.linear_probe or args.qualitative:

@@ -7,7 +7,9 @@ from utils.checkpoint import (
     CheckpointError,
     atomic_save,
     clean_state_dict,
+    has_running_stats,
     load_checkpoint,
+    load_pretrained,
     load_weights,
     prune_epochs,
     state_dict_of,
@@ -114,3 +116,41 @@ def test_prune_keeps_the_newest_epochs(tmp_path):
     assert sorted(p.name for p in deleted) == ["mode_imgs_epoch1.pth.tar", "mode_imgs_epoch2.pth.tar"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "mode_flow_epoch1.pth.tar", "mode_imgs_best.pth.tar", "mode_imgs_epoch10.pth.tar", "mode_imgs_epoch3.pth.tar"]
+
+
+@pytest.fixture(scope="module")
+def encoder_ckpt(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    model = DPCRNN("resnet10", 3, 64, seq_len=3, num_seq=4, pred_step=1)
+    path = folder / "mode_imgs_best.pth.tar"
+    atomic_save({"epoch": 1, "mode": "imgs", "net": "resnet10", "state_dict": model.state_dict(), "best_acc": 0.5,
+                 "optimizer": {}, "iteration": 1, "args": {}}, path)
+    return path, model.state_dict()
+
+
+def test_load_pretrained_loads_backbone_and_gru(encoder_ckpt):
+    path, state = encoder_ckpt
+    torch.manual_seed(1)
+    model = DPCRNN("resnet10", 3, 64, seq_len=3, num_seq=4, pred_step=1)
+    report = load_pretrained(model, path, "imgs")
+    assert "backbone.conv1.weight" in report.loaded and "agg.cell_list.0.update_gate.weight" in report.loaded
+    assert torch.equal(model.state_dict()["agg.cell_list.0.out_gate.weight"], state["agg.cell_list.0.out_gate.weight"])
+    assert has_running_stats(path)
+    dpc_style = {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+    atomic_save({"state_dict": dpc_style}, path.parent / "dpc_style.pth.tar")
+    assert not has_running_stats(path.parent / "dpc_style.pth.tar")
+
+
+def test_checkpoint_of_another_view_or_channel_count_fails_clearly(encoder_ckpt, tmp_path):
+    path, state = encoder_ckpt
+    flow_model = DPCRNN("resnet10", 2, 64, seq_len=3, num_seq=4, pred_step=1)
+    with pytest.raises(CheckpointError, match="'imgs' view, but --modality is 'flow'"):
+        load_pretrained(flow_model, path, "flow")
+    no_mode = tmp_path / "dpc.pth.tar"
+    atomic_save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, no_mode)
+    with pytest.raises(CheckpointError, match="takes 3 channels.*view 'flow' has 2"):
+        load_pretrained(flow_model, no_mode, "flow")
+    deeper = DPCRNN("resnet18", 3, 64, seq_len=3, num_seq=4, pred_step=1)
+    with pytest.raises(CheckpointError, match="another --net"):
+        load_pretrained(deeper, no_mode, "imgs")

@@ -143,3 +143,10 @@ def test_csv_root_and_hflip_defaults(tmp_path):
         _build(tmp_path)
     assert resolve_hflip(None, "synthetic") is False and resolve_hflip(None, "ucf101") is True
     assert resolve_hflip(True, "synthetic") is True and resolve_hflip(False, "ucf101") is False
+
+
+def test_no_validation_video_is_a_clear_error(tmp_path):
+    # Two videos per class: one in the test list, one in the train list, which must stay in training.
+    csv_root = make_tiny_dataset(tmp_path, videos_per_class=2, num_frames=14, views=("imgs",))
+    with pytest.raises(ValueError, match=r"--val_fraction 0.25 .*train_split01.csv.*single training video"):
+        _build(csv_root, views=["imgs"])

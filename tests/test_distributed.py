@@ -1,4 +1,5 @@
-"""utils.distributed in one process, and a 2-process Gloo run against one process on the same global batch."""
+"""utils.distributed in one process, and a 2-process Gloo run against one process on the same global batch
+(training loss and gradients, and a validation pass over a set DistributedSampler has to pad)."""
 import os
 import socket
 
@@ -8,8 +9,20 @@ import torch.multiprocessing as mp
 
 from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
-from train.model_trainer import forward_views, wrap_model
-from utils.distributed import DistInfo, all_gather_with_grad, cleanup, init_distributed, is_main_process, seed_everything
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+
+from train.model_trainer import evaluate, forward_views, wrap_model
+from utils.distributed import (
+    DistInfo,
+    all_gather_with_grad,
+    cleanup,
+    first_occurrences,
+    init_distributed,
+    is_main_process,
+    seed_everything,
+    unwrap,
+)
 
 torch.set_num_threads(1)
 
@@ -35,6 +48,27 @@ def _global_batch() -> dict[str, torch.Tensor]:
     return {view: torch.randn(WORLD * LOCAL_B, 4, c, 2, 32, 32, generator=g) for view, c in CHANNELS.items()}
 
 
+class _ValClips(Dataset):
+    """3 validation clips: with 2 processes DistributedSampler pads them to 4 by repeating clip 0."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(2)
+        self.clips = {view: torch.randn(3, 4, c, 2, 32, 32, generator=g) for view, c in CHANNELS.items()}
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> dict:
+        return {**{view: x[index] for view, x in self.clips.items()}, "label": index % 2, "index": index}
+
+
+def _validate(models, sampler_for, batch_size, device):
+    dataset = _ValClips()
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler_for(dataset))
+    stats, features, labels = evaluate(models, loader, CFG, device, collect=True)
+    return {"stats": stats, "features": {v: torch.from_numpy(f) for v, f in features.items()}, "labels": torch.from_numpy(labels)}
+
+
 def _loss_and_grads(models, batch, device):
     outputs = forward_views(models, batch, device)
     loss, _ = cocon_loss(outputs, CFG)
@@ -50,11 +84,15 @@ def _worker(rank: int, port: int, out: str) -> None:
     try:
         assert info.distributed and info.rank == rank and info.world_size == WORLD
         assert is_main_process() == (rank == 0)
-        models = {v: wrap_model(m, info, n_gpu=1) for v, m in _models().items()}
+        base = _models()
+        models = {v: wrap_model(m, info, n_gpu=1) for v, m in base.items()}
+        assert all(unwrap(models[v]) is base[v] for v in base)
         local = {v: x[rank * LOCAL_B : (rank + 1) * LOCAL_B] for v, x in _global_batch().items()}
         loss, grads, gathered = _loss_and_grads(models, local, info.device)
         grads = {k.replace("module.", ""): g for k, g in grads.items()}
-        torch.save({"loss": loss, "grads": grads, "gathered": gathered}, os.path.join(out, f"rank{rank}.pt"))
+        # Rank 0 validates clips [0, 2], rank 1 [1, 0 (padding)]: gathered batches [0, 1] and [2, 0].
+        val = _validate(models, lambda ds: DistributedSampler(ds, shuffle=False), 1, info.device)
+        torch.save({"loss": loss, "grads": grads, "gathered": gathered, "val": val}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         cleanup()
 
@@ -68,6 +106,9 @@ def _free_port() -> int:
 def test_two_process_gloo_matches_one_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     loss, grads, gathered = _loss_and_grads(_models(), _global_batch(), torch.device("cpu"))
+    # One process, batches [0, 1] and [2]: the padded clip must not count twice.
+    val = _validate(_models(), SequentialSampler, WORLD, torch.device("cpu"))
+    assert val["labels"].tolist() == [0, 1, 0] and val["features"]["imgs"].shape[0] == 3
     for rank in range(WORLD):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert result["gathered"] == WORLD * LOCAL_B  # negatives span the global batch
@@ -76,6 +117,12 @@ def test_two_process_gloo_matches_one_process(tmp_path):
         assert result["grads"].keys() == grads.keys()
         for name, grad in grads.items():
             torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert torch.equal(result["val"]["labels"], val["labels"])
+        for view, features in val["features"].items():
+            torch.testing.assert_close(result["val"]["features"][view], features, rtol=1e-4, atol=1e-6)
+        assert result["val"]["stats"].keys() == val["stats"].keys()
+        for key, value in val["stats"].items():
+            assert abs(result["val"]["stats"][key] - value) < 1e-5, key
     # Sanity: one process's share of the batch alone gives another loss (fewer negatives).
     half = {v: x[:LOCAL_B] for v, x in _global_batch().items()}
     with torch.no_grad():
@@ -92,6 +139,11 @@ def test_single_process_helpers(monkeypatch):
     assert is_main_process()
     x = torch.randn(3, 2, requires_grad=True)
     assert all_gather_with_grad(x) is x
+    seen: set[int] = set()
+    assert first_occurrences(torch.tensor([0, 1]), seen).tolist() == [True, True]
+    assert first_occurrences(torch.tensor([2, 0, 2]), seen).tolist() == [True, False, False] and seen == {0, 1, 2}
+    model = nn.Linear(2, 2)
+    assert unwrap(model) is model and unwrap(nn.DataParallel(model)) is model
     seed_everything(5)
     a = torch.rand(3)
     seed_everything(5)

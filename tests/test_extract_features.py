@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from process_data.extract_features import get_args_parser, main, output_size
+from process_data.extract_features import get_args_parser, main
 from process_data.keypoints import COCO_KEYPOINTS, COCO_SKELETON, render_heatmaps, resize_mask
 from process_data.make_synthetic import render_video
+from utils.views import view_dir
 
 
 def test_coco_constants():
@@ -40,12 +41,6 @@ def test_resize_mask():
     assert resize_mask(mask.astype(bool), 16, 16).shape == (16, 16)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         resize_mask(mask * 255, 4, 4)
-
-
-def test_output_size_keeps_the_aspect_ratio():
-    assert output_size(240, 320, 64) == (64, 85)
-    assert output_size(320, 240, 64) == (85, 64)
-    assert output_size(128, 128, 64) == (64, 64)
 
 
 def _write_frames(video_dir, frames, size=None):
@@ -84,7 +79,7 @@ def test_annotations_backend_writes_every_sampled_frame(synthetic):
     ds, truth = synthetic
     stats = _annotation_run(ds, "--workers", 2)
     assert stats == {"done": 4, "skipped": 0, "failed": 0}
-    assert (ds / "failed.txt").read_text() == ""
+    assert (ds / "heatmaps/failed.txt").read_text() == ""
     for name, (kp, masks) in truth.items():
         heat = sorted(p.name for p in (ds / "heatmaps" / name).iterdir())
         seg = sorted(p.name for p in (ds / "segmasks" / name).iterdir())
@@ -119,13 +114,48 @@ def test_empty_folder_and_missing_annotation_are_reported(synthetic):
     (ds / "annotations/squat/squat_v001.npz").unlink()
     stats = _annotation_run(ds)
     assert stats == {"done": 3, "skipped": 0, "failed": 2}
-    failed = dict(line.split("\t") for line in (ds / "failed.txt").read_text().splitlines())
+    failed = dict(line.split("\t") for line in (ds / "heatmaps/failed.txt").read_text().splitlines())
     assert set(failed) == {"squat/squat_v009", "squat/squat_v001"}
     assert "no frames" in failed["squat/squat_v009"]
     assert "squat_v001.npz" in failed["squat/squat_v001"]
     for name in failed:
         assert not (ds / "heatmaps" / name).exists() and not (ds / "segmasks" / name).exists()
     assert not list((ds / "heatmaps/squat").glob(".*"))
+
+
+def test_kinetics_layout_writes_where_the_loader_looks(tmp_path):
+    ann_root = tmp_path / "annotations"
+    frame_root = tmp_path / "kinetics400/frame/train"
+    frames, kp, masks = render_video("squat", np.random.default_rng(0), 3, 64)
+    _write_frames(frame_root / "squat/vid0", frames)
+    (ann_root / "squat").mkdir(parents=True)
+    np.savez_compressed(ann_root / "squat/vid0.npz", keypoints=kp, masks=masks)
+    stats = _run("--frame_root", frame_root, "--backend", "annotations", "--annotations", ann_root, "--stride", 1,
+                 "--dim", 16)
+    assert stats == {"done": 1, "skipped": 0, "failed": 0}
+    video = frame_root / "squat/vid0"
+    heat, seg = view_dir(video, "kphm"), view_dir(video, "seg")
+    assert heat == tmp_path / "kinetics400/heatmaps/train/squat/vid0"
+    assert sorted(p.name for p in heat.iterdir()) == [f"heatmap_{i:05d}.npz" for i in (1, 2, 3)]
+    assert sorted(p.name for p in seg.iterdir()) == [f"segmask_{i:05d}.npz" for i in (1, 2, 3)]
+    assert (tmp_path / "kinetics400/heatmaps/train/failed.txt").read_text() == ""
+    assert not (tmp_path / "kinetics400/frame/heatmaps").exists()
+
+
+def test_out_root_overrides_and_a_root_without_frame_needs_it(synthetic, tmp_path):
+    ds, _ = synthetic
+    (ds / "frame").rename(ds / "rgb")
+    with pytest.raises(ValueError, match="--frame_root .*rgb has no 'frame' folder.*--out_root"):
+        _run("--frame_root", ds / "rgb", "--backend", "annotations", "--annotations", ds / "annotations")
+    stats = _run("--frame_root", ds / "rgb", "--backend", "annotations", "--annotations", ds / "annotations",
+                 "--out_root", tmp_path / "views")
+    assert stats == {"done": 4, "skipped": 0, "failed": 0}
+    assert (tmp_path / "views/heatmaps/squat/squat_v000/heatmap_00001.npz").is_file()
+    assert (tmp_path / "views/segmasks/squat/squat_v000/segmask_00001.npz").is_file()
+    assert (tmp_path / "views/heatmaps/failed.txt").is_file()
+    with pytest.raises(ValueError, match="where outputs would be written"):
+        _run("--frame_root", tmp_path / "views/heatmaps", "--backend", "annotations",
+             "--annotations", ds / "annotations", "--out_root", tmp_path / "views")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from process_data import extract_frame
-from process_data.common import atomic_dir, count_frames, list_videos, parallel_map
+from process_data.common import atomic_dir, count_frames, finish_run, list_videos, parallel_map, short_side_size
 
 W, H, N = 80, 60, 12
 
@@ -62,6 +62,31 @@ def test_resize_short_side_portrait_and_upscale():
     img = np.zeros((100, 50, 3), np.uint8)
     assert extract_frame.resize_short_side(img, 20).shape == (40, 20, 3)
     assert extract_frame.resize_short_side(img, 100).shape == (200, 100, 3)
+    assert extract_frame.resize_short_side(img, 50) is img
+
+
+def test_short_side_size_keeps_the_aspect_ratio():
+    assert short_side_size(240, 320, 64) == (64, 85)
+    assert short_side_size(320, 240, 64) == (85, 64)
+    assert short_side_size(128, 128, 64) == (64, 64)
+    assert short_side_size(240, 320, 480) == (480, 640)
+    assert short_side_size(2, 1000, 1) == (1, 500)
+    with pytest.raises(ValueError, match="positive"):
+        short_side_size(240, 320, 0)
+
+
+def test_finish_run_writes_failures_and_prints_a_summary(tmp_path, capsys):
+    failures = [(f"c/v{i}", f"reason\n{i}") for i in range(7)]
+    stats = finish_run("tool", tmp_path / "out", failures, done=3, skipped=2, frames=40)
+    assert stats == {"done": 3, "skipped": 2, "failed": 7, "frames": 40}
+    lines = (tmp_path / "out" / "failed.txt").read_text().splitlines()
+    assert lines == [f"c/v{i}\treason {i}" for i in range(7)]
+    captured = capsys.readouterr()
+    assert captured.out == f"tool: done 3 (40 frames), skipped 2, failed 7 (listed in {tmp_path / 'out' / 'failed.txt'})\n"
+    assert captured.err.count("failed: ") == 5 and "c/v4" in captured.err and "c/v5" not in captured.err
+    assert finish_run("tool", tmp_path / "out", [], done=1, skipped=0) == {"done": 1, "skipped": 0, "failed": 0}
+    assert capsys.readouterr().out == "tool: done 1, skipped 0, failed 0\n"
+    assert (tmp_path / "out" / "failed.txt").read_text() == ""
 
 
 def test_truncated_and_garbage_videos_are_reported_and_others_done(tmp_path):

@@ -67,6 +67,20 @@ def test_ucf_label_mismatch_and_unknown_class_raise(ucf, tmp_path):
         run(tmp_path, "--dataset", "ucf101", "--frame_root", str(frame), "--split_root", str(splits))
 
 
+def test_ucf_class_index_missing_or_malformed(ucf, tmp_path):
+    frame, splits = ucf
+    argv = ("--dataset", "ucf101", "--frame_root", str(frame), "--split_root", str(splits))
+    (splits / "classInd.txt").write_text("1 ApplyLipstick\n3 Archery\n")
+    with pytest.raises(ValueError, match="classInd.txt: class ids must be 1..2"):
+        run(tmp_path, *argv)
+    (splits / "classInd.txt").write_text("ApplyLipstick\n")
+    with pytest.raises(ValueError, match="classInd.txt:1: expected"):
+        run(tmp_path, *argv)
+    (splits / "classInd.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="--split_root .* has no classInd.txt"):
+        run(tmp_path, *argv)
+
+
 def test_synthetic_defaults_split_root_next_to_frames(ucf, tmp_path):
     frame, _ = ucf  # <tmp>/ucf/frame with <tmp>/ucf/splits beside it
     stats = run(tmp_path, "--dataset", "synthetic", "--frame_root", str(frame))

@@ -17,6 +17,7 @@ from utils.video_data import (
     check_views_on_disk,
     holdout_split,
     load_split,
+    split_csv_path,
 )
 from utils.views import VIEWS
 
@@ -84,7 +85,8 @@ def build_pretrain_datasets(
         ``(train_ds, val_ds, class_names)``; validation clips are the middle clip, centre-cropped.
 
     Raises:
-        ValueError: an unknown ``sampling``.
+        ValueError: an unknown ``sampling``, or no video left for validation (every class has a
+            single training video).
         FileNotFoundError: a missing split list or class index, or a view missing on disk.
     """
     if sampling not in SAMPLING_MODES:
@@ -92,6 +94,11 @@ def build_pretrain_datasets(
     entries, class_names = load_split(csv_root, "train", split)
     check_views_on_disk(entries, views, f"train split {split} of {csv_root}")
     train_entries, val_entries = holdout_split(entries, val_fraction, seed)
+    if not val_entries:
+        raise ValueError(
+            f"--val_fraction {val_fraction} holds out no validation video from {split_csv_path(csv_root, 'train', split)}: "
+            "every class has a single training video, which stays in training; add videos per class"
+        )
     sizes = view_sizes(views, img_dim)
     common = dict(views=views, sizes=sizes, num_seq=num_seq, seq_len=seq_len, ds=ds, seed=seed)
     train_ds = MultiViewClipDataset(

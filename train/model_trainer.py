@@ -8,14 +8,19 @@ cooperative losses (SPEC.md). The same script runs on one CPU, on several GPUs a
 
 ``--batch_size`` is per GPU: several visible GPUs without torchrun run DataParallel on a loader batch
 of batch_size × GPUs; under torchrun every process loads batch_size clips and the encoders' outputs
-are all-gathered (with gradient) so the contrastive negatives span the global batch.
+are all-gathered (with gradient) so the contrastive negatives span the global batch. Under torchrun
+the validation set is padded by ``DistributedSampler`` (it repeats its first clips); the validation
+pass gathers each clip's dataset index with the outputs and drops the repeats before the losses, so
+its means and probe features count every validation clip once.
 
 Each view has its own model, Adam optimiser and ReduceLROnPlateau, so each view's checkpoint
-``<exp>/model/mode_<view>_epoch<N>.pth.tar`` is self-contained; ``mode_<view>_best.pth.tar`` follows
-the best validation CPC top-1 (mean over views). The validation clips are held out of the train split.
-The probe every ``--ft_freq`` epochs uses the validation pass's pooled features: a ridge classifier
-fit on a seeded half of them and scored on the other half, k-means against the labels, and the
-mutual information between the views' k-means clusterings.
+``<exp>/model/mode_<view>_epoch<N>.pth.tar`` is self-contained; ``mode_<view>_best.pth.tar`` is
+rewritten whenever that view's validation CPC top-1 improves (its ``best_acc``). The validation clips
+are held out of the train split. ``--resume`` continues in the resumed experiment's folder, keeping its
+``args.json`` and writing the new flags to ``args_resume<epoch>.json``. The probe every ``--ft_freq``
+epochs uses the validation pass's pooled features: a ridge classifier fit on a seeded half of them and
+scored on the other half, k-means against the labels, and the mutual information between the views'
+k-means clusterings.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +42,8 @@ import torch
 from tensorboardX import SummaryWriter
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
 from train.dataset_3d import SAMPLING_MODES, build_pretrain_datasets, resolve_csv_root, resolve_hflip
@@ -46,11 +53,21 @@ from utils.checkpoint import (
     CheckpointError,
     atomic_save,
     load_checkpoint,
+    load_pretrained,
     load_weights,
     prune_epochs,
     state_dict_of,
 )
-from utils.distributed import DistInfo, all_gather_with_grad, cleanup, init_distributed, is_main_process, seed_everything
+from utils.distributed import (
+    DistInfo,
+    all_gather_with_grad,
+    cleanup,
+    first_occurrences,
+    init_distributed,
+    is_main_process,
+    seed_everything,
+    unwrap,
+)
 from utils.metrics import AverageMeter
 from utils.video_data import REPO_ROOT
 from utils.views import VIEWS, parse_views, view_backbone
@@ -97,13 +114,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--tune_bb", type=float, default=1.0, help="lr multiplier of a restored non-RGB backbone")
     optim.add_argument("--tune_imgs_bb", type=float, default=1.0, help="lr multiplier of a restored RGB backbone")
     optim.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimiser step")
-    optim.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision on CUDA (bf16, else fp16 with a grad scaler)")
+    optim.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                       help="mixed precision on CUDA: bf16 where supported, else fp16 with a grad scaler; always fp16 "
+                            "with a grad scaler under DataParallel (several GPUs without torchrun), whose replicas autocast to fp16")
     optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
 
     ckpt = parser.add_argument_group("checkpoints")
     for view in VIEWS:
         ckpt.add_argument(f"--{view}_restore_ckpt", default=None, help=f"initialise the {view} encoder from this DPC/CoCon checkpoint")
-    ckpt.add_argument("--resume", default=None, help="an experiment's model/ folder or one of its view checkpoints")
+    ckpt.add_argument("--resume", default=None, help="an experiment's model/ folder or one of its view checkpoints; "
+                      "training continues in that experiment's folder (exclusive with --<view>_restore_ckpt)")
     ckpt.add_argument("--save_dir", default=str(REPO_ROOT / "runs"), help="parent folder of experiment folders")
     ckpt.add_argument("--prefix", default="cocon", help="first part of the experiment folder name")
     ckpt.add_argument("--notes", default="", help="suffix of the experiment folder name")
@@ -131,17 +151,19 @@ def check_args(args: argparse.Namespace) -> list[str]:
     for view in VIEWS:
         if getattr(args, f"{view}_restore_ckpt") and view not in views:
             raise ValueError(f"--{view}_restore_ckpt is set but {view} is not in --modalities {args.modalities}")
+        if getattr(args, f"{view}_restore_ckpt") and args.resume:
+            raise ValueError(f"--resume and --{view}_restore_ckpt are exclusive: a resumed run restores every view from its own checkpoint")
     if args.amp and not torch.cuda.is_available():
         raise ValueError("--amp needs a CUDA device and none is visible; drop --amp to train in float32 on CPU")
     return views
 
 
 def experiment_dir(args: argparse.Namespace) -> Path:
-    """``<save_dir>/<prefix>_<dataset>-<img_dim>_<net>_<modalities>_bs…_seq…_len…_ds…_pred…_lr…_sync…_dot…[_notes]``."""
+    """``<save_dir>/<prefix>_<dataset>-<img_dim>_<net>_<modalities>_bs…_seq…_len…_ds…_pred…_lr…_sync…_dot…_temp…_split…_seed…[_notes]``."""
     name = (
         f"{args.prefix}_{args.dataset}-{args.img_dim}_{args.net}_{args.modalities}_bs{args.batch_size}"
         f"_seq{args.num_seq}_len{args.seq_len}_ds{args.ds}_pred{args.pred_step}_lr{args.lr:g}"
-        f"_sync{args.msync_wt:g}_dot{args.dot_wt:g}"
+        f"_sync{args.msync_wt:g}_dot{args.dot_wt:g}_temp{args.temp:g}_split{args.split}_seed{args.seed}"
     )
     return Path(args.save_dir) / (f"{name}_{args.notes}" if args.notes else name)
 
@@ -161,13 +183,28 @@ def build_models(views: list[str], args: argparse.Namespace) -> dict[str, DPCRNN
 
 
 def restore_encoder(model: nn.Module, view: str, path: str) -> None:
-    """Initialise ``model`` from a DPC/CoCon checkpoint of the same view (matching keys only)."""
-    checkpoint = load_checkpoint(path)
-    mode = checkpoint.get("mode")
-    if mode is not None and mode != view:
-        raise CheckpointError(f"--{view}_restore_ckpt {path} is a checkpoint of the {mode!r} view")
-    report = load_weights(model, state_dict_of(checkpoint, path), path)
+    """Initialise ``model`` from a DPC/CoCon checkpoint of ``view`` (``--<view>_restore_ckpt``).
+
+    Raises:
+        CheckpointError: naming the flag, when the file is unreadable, of another view or channel
+            count, or leaves any backbone parameter unfilled (another ``--net``).
+    """
+    try:
+        report = load_pretrained(model, path, view)
+    except CheckpointError as err:
+        raise CheckpointError(f"--{view}_restore_ckpt {path} cannot initialise the {view} encoder: {err}") from err
     log.info("restored %s encoder from %s: %s", view, path, report.summary())
+
+
+def restore_encoders(models: dict[str, DPCRNN], args: argparse.Namespace) -> set[str]:
+    """Apply every ``--<view>_restore_ckpt``; return the restored views."""
+    restored = set()
+    for view, model in models.items():
+        path = getattr(args, f"{view}_restore_ckpt")
+        if path:
+            restore_encoder(model, view, path)
+            restored.add(view)
+    return restored
 
 
 def build_optimizer(model: nn.Module, lr: float, wd: float, backbone_mult: float) -> torch.optim.Adam:
@@ -180,11 +217,6 @@ def build_optimizer(model: nn.Module, lr: float, wd: float, backbone_mult: float
     return torch.optim.Adam(groups, lr=lr, weight_decay=wd, foreach=True)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DataParallel/DDP wrapper."""
-    return model.module if isinstance(model, (nn.DataParallel, DistributedDataParallel)) else model
-
-
 def wrap_model(model: nn.Module, info: DistInfo, n_gpu: int) -> nn.Module:
     """Move to the device; DDP under torchrun, DataParallel over several GPUs otherwise."""
     model = model.to(info.device)
@@ -193,13 +225,76 @@ def wrap_model(model: nn.Module, info: DistInfo, n_gpu: int) -> nn.Module:
     return nn.DataParallel(model) if n_gpu > 1 else model
 
 
-def amp_dtype_for(amp: bool, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it, else fp16; ``None`` without ``--amp``."""
+def build_optimizers(
+    models: dict[str, DPCRNN], restored: set[str], args: argparse.Namespace, device: torch.device
+) -> tuple[dict[str, torch.optim.Adam], dict[str, ReduceLROnPlateau]]:
+    """Each view's Adam (a restored backbone at ``--tune_bb``/``--tune_imgs_bb`` × lr) and ReduceLROnPlateau."""
+    optimizers, schedulers = {}, {}
+    for view, model in models.items():
+        mult = (args.tune_imgs_bb if view == "imgs" else args.tune_bb) if view in restored else 1.0
+        optimizers[view] = build_optimizer(model.to(device), args.lr, args.wd, mult)
+        schedulers[view] = ReduceLROnPlateau(optimizers[view], mode="min", patience=10, min_lr=1e-5)
+    return optimizers, schedulers
+
+
+def amp_dtype_for(amp: bool, device: torch.device, data_parallel: bool = False) -> torch.dtype | None:
+    """The autocast dtype: ``None`` without ``--amp``; fp16 under DataParallel; else bf16 where the GPU has it, else fp16.
+
+    DataParallel's replica threads re-enter autocast with the device's default dtype (fp16), whatever
+    dtype the caller's autocast has; so under DataParallel the run is fp16 throughout, and fp16 always
+    gets a GradScaler.
+
+    Args:
+        amp: ``--amp``.
+        device: this process's device (must be CUDA with ``amp``).
+        data_parallel: the models run under ``nn.DataParallel``.
+    """
     if not amp:
         return None
     if device.type != "cuda":
         raise ValueError(f"--amp needs a CUDA device, this process runs on {device}")
+    if data_parallel:
+        return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def describe_amp(amp_dtype: torch.dtype | None, data_parallel: bool) -> str:
+    """The startup log's words for the precision in use."""
+    if amp_dtype is None:
+        return "float32"
+    name = {torch.float16: "fp16 with a GradScaler", torch.bfloat16: "bf16"}[amp_dtype]
+    return f"mixed precision {name}" + (" (DataParallel replicas autocast to fp16)" if data_parallel else "")
+
+
+# ---------------------------------------------------------------- what an epoch needs
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, saved in every checkpoint and restored by ``--resume``."""
+
+    epoch: int = 0  # epochs finished
+    iteration: int = 0  # training batches seen
+    steps: int = 0  # optimiser steps
+    best_acc: dict[str, float] = field(default_factory=dict)  # view -> best validation CPC top-1
+
+
+@dataclass
+class RunContext:
+    """Everything built once before the first epoch and used by every epoch."""
+
+    models: dict[str, nn.Module]  # wrapped in DataParallel/DDP where used
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, ReduceLROnPlateau]
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    train_loader: DataLoader
+    val_loader: DataLoader
+    loss_cfg: CoConLossConfig
+    info: DistInfo
+    amp_dtype: torch.dtype | None
+    num_classes: int
+    exp_dir: Path
+    writer: SummaryWriter | None = None  # rank 0 only
 
 
 # ---------------------------------------------------------------- one step
@@ -256,41 +351,41 @@ def cross_view_similarities(outputs: dict[str, tuple[torch.Tensor, torch.Tensor]
 # ---------------------------------------------------------------- epochs
 
 
-def train_one_epoch(
-    models: dict[str, nn.Module],
-    loader: DataLoader,
-    optimizers: dict[str, torch.optim.Optimizer],
-    scaler: torch.amp.GradScaler | None,
-    loss_cfg: CoConLossConfig,
-    epoch: int,
-    state: dict,
-    args: argparse.Namespace,
-    writer: SummaryWriter | None,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
+def accumulation_group(i: int, n_batches: int, grad_accum: int) -> tuple[int, bool]:
+    """Size of batch ``i``'s gradient-accumulation group, and whether the optimisers step after it.
+
+    Groups are ``grad_accum`` consecutive batches; the epoch's last group may be shorter, and its
+    loss is divided by its own size so its step weighs every batch like a full group's does.
+    """
+    start = i - i % grad_accum
+    size = min(grad_accum, n_batches - start)
+    return size, i + 1 == start + size
+
+
+def train_one_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Namespace) -> dict[str, float]:
     """One pass over the training clips; the optimisers step every ``--grad_accum`` batches and at the end.
 
-    ``state["iteration"]`` counts batches over the whole run; ``state["steps"]`` optimiser steps.
+    ``state.iteration`` counts batches over the whole run; ``state.steps`` optimiser steps.
     Returns the epoch's mean of every loss term and accuracy.
     """
-    for model in models.values():
+    for model in ctx.models.values():
         model.train()
+    loader, scaler = ctx.train_loader, ctx.scaler
     n_batches = min(len(loader), DEBUG_BATCHES) if args.debug else len(loader)
     meters: dict[str, AverageMeter] = defaultdict(AverageMeter)
     progress = tqdm(itertools.islice(loader, n_batches), total=n_batches, desc=f"train {epoch}", disable=not is_main_process())
-    for opt in optimizers.values():
+    for opt in ctx.optimizers.values():
         opt.zero_grad(set_to_none=True)
     for i, batch in enumerate(progress):
-        step_now = (i + 1) % args.grad_accum == 0 or i + 1 == n_batches
-        with no_sync(models, skip_sync=not step_now):
-            outputs = forward_views(models, batch, device, amp_dtype)
-            loss, stats = cocon_loss(outputs, loss_cfg)
+        group_size, step_now = accumulation_group(i, n_batches, args.grad_accum)
+        with no_sync(ctx.models, skip_sync=not step_now):
+            outputs = forward_views(ctx.models, batch, ctx.info.device, ctx.amp_dtype)
+            loss, stats = cocon_loss(outputs, ctx.loss_cfg)
             check_finite(loss, stats, f"epoch {epoch}, batch {i}")
-            scaled = loss / args.grad_accum
+            scaled = loss / group_size
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if step_now:
-            for opt in optimizers.values():
+            for opt in ctx.optimizers.values():
                 if scaler is not None:
                     scaler.step(opt)
                 else:
@@ -298,18 +393,30 @@ def train_one_epoch(
                 opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.update()
-            state["steps"] += 1
-        state["iteration"] += 1
+            state.steps += 1
+        state.iteration += 1
         batch_clips = outputs[next(iter(outputs))][1].shape[0]
         for key, value in stats.items():
             meters[key].update(value.item(), batch_clips)
         if is_main_process():
             progress.set_postfix(loss=f"{meters['total'].avg:.3f}", **{k.split("/")[1]: f"{m.avg:.3f}" for k, m in meters.items() if k.startswith("cpc/")})
-            _log_iteration(writer, batch, outputs, stats, meters, state["iteration"], epoch, i, n_batches, args, loss_cfg.pool)
+            _log_iteration(ctx.writer, batch, outputs, stats, meters, state.iteration, epoch, i, n_batches, args, ctx.loss_cfg.pool)
     return {key: m.avg for key, m in meters.items()}
 
 
-def _log_iteration(writer, batch, outputs, stats, meters, iteration, epoch, i, n_batches, args, pool) -> None:
+def _log_iteration(
+    writer: SummaryWriter | None,
+    batch: dict[str, torch.Tensor],
+    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    stats: dict[str, torch.Tensor],
+    meters: dict[str, AverageMeter],
+    iteration: int,
+    epoch: int,
+    i: int,
+    n_batches: int,
+    args: argparse.Namespace,
+    pool: str,
+) -> None:
     """Rank 0: log line and scalars every ``--print_freq``, inputs and similarity histograms every ``--vis_log_freq``."""
     if iteration % args.print_freq == 0:
         log.info("epoch %d [%d/%d] loss %.4f (avg %.4f) %s", epoch, i + 1, n_batches, stats["total"].item(), meters["total"].avg,
@@ -336,8 +443,19 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
     """Validation losses and CPC accuracy (``cpc_top1`` is the mean over views).
 
-    With ``collect``, also each view's clip features (blocks and positions pooled, L2-normalised,
-    ``[V, D]`` for V validation clips) and the labels, gathered over processes.
+    Each batch is gathered over processes with its clips' dataset ``index``; clips met before in the
+    pass (the repeats ``DistributedSampler`` pads with) are dropped before the losses, so every
+    validation clip counts once. With ``collect``, also each view's clip features (blocks and
+    positions pooled, L2-normalised, ``[V, D]`` for V validation clips) and their labels.
+
+    Args:
+        models: view -> encoder (wrapped or not).
+        loader: validation batches (dicts with the views, ``label`` and ``index``).
+        loss_cfg: the CoCon loss settings.
+        device: this process's device.
+        debug: stop after ``DEBUG_BATCHES`` batches.
+        collect: also return the features and labels (for the probe).
+        amp_dtype: autocast dtype, or ``None``.
     """
     for model in models.values():
         model.eval()
@@ -345,17 +463,21 @@ def evaluate(
     meters: dict[str, AverageMeter] = defaultdict(AverageMeter)
     features: dict[str, list[torch.Tensor]] = defaultdict(list)
     labels: list[torch.Tensor] = []
+    seen: set[int] = set()
     for batch in tqdm(itertools.islice(loader, n_batches), total=n_batches, desc="val", disable=not is_main_process()):
         outputs = forward_views(models, batch, device, amp_dtype)
+        keep = first_occurrences(all_gather_with_grad(batch["index"].to(device)), seen)  # [B] global batch
+        if not keep.any():
+            continue
+        outputs = {view: (pred[keep], feature[keep]) for view, (pred, feature) in outputs.items()}
         _, stats = cocon_loss(outputs, loss_cfg)
-        batch_clips = outputs[next(iter(outputs))][1].shape[0]
         for key, value in stats.items():
-            meters[key].update(value.item(), batch_clips)
+            meters[key].update(value.item(), int(keep.sum()))
         if collect:
             for view, (_, feature) in outputs.items():
                 clip = nn.functional.normalize(pool_blocks(feature, loss_cfg.pool).mean(dim=1), dim=1)  # [B, D]
                 features[view].append(clip.cpu())
-            labels.append(all_gather_with_grad(batch["label"].to(device)).cpu())
+            labels.append(all_gather_with_grad(batch["label"].to(device))[keep].cpu())
     result = {key: m.avg for key, m in meters.items()}
     result["cpc_top1"] = float(np.mean([v for k, v in result.items() if k.startswith("cpc_top1/")]))
     feats = {view: torch.cat(f).numpy() for view, f in features.items()}
@@ -395,19 +517,31 @@ def _jsonable_args(args: argparse.Namespace) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
 
 
-def save_checkpoints(model_dir: Path, models, optimizers, schedulers, scaler, epoch: int, state: dict, is_best: bool, args) -> None:
-    """Write every view's ``mode_<view>_epoch<epoch>.pth.tar`` (and best copy) atomically; prune old epochs."""
-    for view, model in models.items():
+def save_checkpoints(
+    model_dir: Path, ctx: RunContext, epoch: int, state: TrainState, improved: list[str], args: argparse.Namespace
+) -> None:
+    """Write every view's ``mode_<view>_epoch<epoch>.pth.tar`` atomically, and ``mode_<view>_best.pth.tar``
+    for the views in ``improved``; prune old epochs.
+
+    Args:
+        model_dir: the experiment's ``model/`` folder.
+        ctx: the run (models, optimisers, schedulers, scaler).
+        epoch: epochs finished.
+        state: the run's progress; each view's checkpoint stores that view's ``best_acc``.
+        improved: views whose validation CPC top-1 is a new best this epoch.
+        args: the flags, stored in each checkpoint.
+    """
+    for view, model in ctx.models.items():
         checkpoint = {
             "epoch": epoch, "mode": view, "net": view_backbone(view, args.net),
-            "state_dict": unwrap(model).state_dict(), "best_acc": state["best_acc"],
-            "optimizer": optimizers[view].state_dict(), "scheduler": schedulers[view].state_dict(),
-            "iteration": state["iteration"], "steps": state["steps"], "args": _jsonable_args(args),
+            "state_dict": unwrap(model).state_dict(), "best_acc": state.best_acc[view],
+            "optimizer": ctx.optimizers[view].state_dict(), "scheduler": ctx.schedulers[view].state_dict(),
+            "iteration": state.iteration, "steps": state.steps, "args": _jsonable_args(args),
         }
-        if scaler is not None:
-            checkpoint["scaler"] = scaler.state_dict()
+        if ctx.scaler is not None:
+            checkpoint["scaler"] = ctx.scaler.state_dict()
         atomic_save(checkpoint, model_dir / f"mode_{view}_epoch{epoch}.pth.tar")
-        if is_best:
+        if view in improved:
             atomic_save(checkpoint, model_dir / f"mode_{view}_best.pth.tar")
         prune_epochs(model_dir, f"mode_{view}_epoch", args.keep_last)
 
@@ -437,9 +571,29 @@ def resume_paths(path: str | Path, views: list[str]) -> dict[str, Path]:
     return paths
 
 
-def resume_training(paths: dict[str, Path], models, optimizers, schedulers, scaler, device: torch.device) -> dict:
-    """Restore every view's weights, optimiser, scheduler (and grad scaler); return epoch, iteration, best."""
-    state = {}
+def resumed_experiment(paths: dict[str, Path]) -> Path:
+    """The experiment folder holding the resumed checkpoints (``<exp>/model/`` -> ``<exp>``)."""
+    folder = next(iter(paths.values())).parent
+    if folder.name != "model":
+        raise ValueError(f"--resume {folder}: expected the checkpoints in an experiment's model/ folder (<exp>/model/mode_<view>_…)")
+    return folder.parent
+
+
+def resume_training(
+    paths: dict[str, Path],
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict[str, ReduceLROnPlateau],
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+) -> TrainState:
+    """Restore every view's weights, optimiser, scheduler (and grad scaler); return the run's progress.
+
+    Raises:
+        CheckpointError: a checkpoint of another view, one that does not fill its model, or views
+            saved at different epochs.
+    """
+    state = TrainState()
     for view, path in paths.items():
         checkpoint = load_checkpoint(path, map_location=device)
         if checkpoint.get("mode") != view:
@@ -447,32 +601,55 @@ def resume_training(paths: dict[str, Path], models, optimizers, schedulers, scal
         report = load_weights(models[view], state_dict_of(checkpoint, path), path)
         if report.missing or report.mismatched:
             raise CheckpointError(f"--resume: {path} does not match the {view} model: {report.summary()}")
+        if state.best_acc and (checkpoint["epoch"], checkpoint["iteration"]) != (state.epoch, state.iteration):
+            raise CheckpointError(
+                f"--resume: {path} is from epoch {checkpoint['epoch']}, the other views' from epoch {state.epoch} "
+                "(each view's best copy follows its own best epoch): resume from a mode_<view>_epoch<N> checkpoint"
+            )
         optimizers[view].load_state_dict(checkpoint["optimizer"])
         schedulers[view].load_state_dict(checkpoint["scheduler"])
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
-        state = {key: checkpoint[key] for key in ("epoch", "iteration", "best_acc")}
-        state["steps"] = checkpoint.get("steps", 0)
-    log.info("resumed %s from %s (epoch %d done)", "_".join(paths), next(iter(paths.values())).parent, state["epoch"])
+        state.epoch, state.iteration, state.steps = checkpoint["epoch"], checkpoint["iteration"], checkpoint.get("steps", 0)
+        state.best_acc[view] = float(checkpoint["best_acc"])
+    log.info("resumed %s from %s (epoch %d done)", "_".join(paths), next(iter(paths.values())).parent, state.epoch)
     return state
 
 
 # ---------------------------------------------------------------- main
 
 
-def build_loaders(train_ds, val_ds, batch: int, args, info: DistInfo) -> tuple[DataLoader, DataLoader]:
-    """Training loader (shuffled by a generator reseeded each epoch, or a DistributedSampler) and validation loader."""
+def build_loaders(
+    train_ds: Dataset, val_ds: Dataset, batch_size: int, n_gpu: int, args: argparse.Namespace, info: DistInfo
+) -> tuple[DataLoader, DataLoader]:
+    """Training loader (shuffled by a generator reseeded each epoch, or a DistributedSampler) and validation loader.
+
+    Args:
+        train_ds, val_ds: the datasets.
+        batch_size: ``--batch_size`` (per GPU).
+        n_gpu: GPUs this process drives with DataParallel (1 otherwise); a loader batch is batch_size × n_gpu.
+        args: ``--seed`` and ``--num_workers``.
+        info: this process's rank, world size and device.
+
+    Raises:
+        ValueError: the loader batch exceeds this process's share of the training videos.
+    """
     if info.distributed:
         train_sampler = DistributedSampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
         val_sampler = DistributedSampler(val_ds, shuffle=False)
     else:
         train_sampler = RandomSampler(train_ds, generator=torch.Generator())
         val_sampler = SequentialSampler(val_ds)
+    batch = batch_size * n_gpu
     common = dict(batch_size=batch, num_workers=args.num_workers, pin_memory=info.device.type == "cuda")
     train_loader = DataLoader(train_ds, sampler=train_sampler, drop_last=True, **common)
     val_loader = DataLoader(val_ds, sampler=val_sampler, drop_last=False, **common)
     if len(train_loader) == 0:
-        raise ValueError(f"--batch_size {batch} (per loader) exceeds the {len(train_ds)} training videos of this process")
+        share = f" (of {len(train_ds)} over {info.world_size} processes)" if info.distributed else ""
+        raise ValueError(
+            f"--batch_size {batch_size} × {n_gpu} GPU(s) = {batch} clips per loader batch exceeds the "
+            f"{len(train_sampler)} training videos of this process{share}"
+        )
     return train_loader, val_loader
 
 
@@ -492,6 +669,29 @@ def _write_json(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def append_jsonl(record: dict, path: Path) -> None:
+    """Append one JSON line with a single ``write`` and fsync it: a kill leaves whole lines only."""
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_experiment(exp_dir: Path, args: argparse.Namespace, resumed_epoch: int | None) -> SummaryWriter:
+    """Rank 0: create the folders, record the flags (``args.json``, or ``args_resume<epoch>.json`` on
+    resume, keeping the original) and open the TensorBoard writer."""
+    (exp_dir / "model").mkdir(parents=True, exist_ok=True)
+    name = "args.json" if resumed_epoch is None else f"args_resume{resumed_epoch}.json"
+    _write_json(_jsonable_args(args), exp_dir / name)
+    log.info("experiment folder %s", exp_dir)
+    return SummaryWriter(logdir=str(exp_dir / "img"))
+
+
 def main(args: argparse.Namespace) -> dict:
     """Pretrain; return ``{"exp_dir", "history"}`` (history: one stats dict per epoch run)."""
     info = init_distributed()
@@ -502,10 +702,10 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace, info: DistInfo) -> dict:
-    main_process = is_main_process()
-    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(message)s")
     views = check_args(args)
-    amp_dtype = amp_dtype_for(args.amp, info.device)
+    n_gpu = torch.cuda.device_count() if info.device.type == "cuda" and not info.distributed else 1
+    amp_dtype = amp_dtype_for(args.amp, info.device, data_parallel=n_gpu > 1)
     seed_everything(args.seed)
     models = build_models(views, args)  # raises on an --img_dim / --pred_step the network cannot take
 
@@ -514,77 +714,71 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     train_ds, val_ds, class_names = build_pretrain_datasets(
         csv_root, args.split, views, args.img_dim, args.num_seq, args.seq_len, args.ds, hflip, args.sampling, args.val_fraction, args.seed
     )
-    n_gpu = torch.cuda.device_count() if info.device.type == "cuda" and not info.distributed else 1
-    loader_batch = args.batch_size * n_gpu
-    log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d)",
-             hflip, args.batch_size, n_gpu, info.world_size, loader_batch * info.world_size, args.grad_accum)
-    train_loader, val_loader = build_loaders(train_ds, val_ds, loader_batch, args, info)
+    log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d); %s",
+             hflip, args.batch_size, n_gpu, info.world_size, args.batch_size * n_gpu * info.world_size, args.grad_accum,
+             describe_amp(amp_dtype, n_gpu > 1))
+    train_loader, val_loader = build_loaders(train_ds, val_ds, args.batch_size, n_gpu, args, info)
 
-    restored = set()
-    for view in views:
-        if getattr(args, f"{view}_restore_ckpt"):
-            restore_encoder(models[view], view, getattr(args, f"{view}_restore_ckpt"))
-            restored.add(view)
-    optimizers, schedulers = {}, {}
-    for view, model in models.items():
-        mult = (args.tune_imgs_bb if view == "imgs" else args.tune_bb) if view in restored else 1.0
-        optimizers[view] = build_optimizer(model.to(info.device), args.lr, args.wd, mult)
-        schedulers[view] = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[view], mode="min", patience=10, min_lr=1e-5)
+    restored = restore_encoders(models, args)
+    optimizers, schedulers = build_optimizers(models, restored, args, info.device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    state = {"epoch": 0, "iteration": 0, "steps": 0, "best_acc": float("-inf")}
+    state, exp_dir, resumed_epoch = TrainState(best_acc=dict.fromkeys(views, float("-inf"))), experiment_dir(args), None
     if args.resume:
-        state.update(resume_training(resume_paths(args.resume, views), models, optimizers, schedulers, scaler, info.device))
-    start_epoch = args.start_epoch if args.start_epoch is not None else state["epoch"]
-    models = {view: wrap_model(model, info, n_gpu) for view, model in models.items()}
-    loss_cfg = CoConLossConfig(temperature=args.temp, msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool)
-
-    exp_dir = experiment_dir(args)
-    writer = None
-    if main_process:
-        (exp_dir / "model").mkdir(parents=True, exist_ok=True)
-        _write_json(_jsonable_args(args), exp_dir / "args.json")
-        writer = SummaryWriter(logdir=str(exp_dir / "img"))
-        log.info("experiment folder %s", exp_dir)
+        paths = resume_paths(args.resume, views)
+        exp_dir = resumed_experiment(paths)
+        state = resume_training(paths, models, optimizers, schedulers, scaler, info.device)
+        resumed_epoch = state.epoch
+    start_epoch = args.start_epoch if args.start_epoch is not None else state.epoch
+    ctx = RunContext(
+        models={view: wrap_model(model, info, n_gpu) for view, model in models.items()},
+        optimizers=optimizers, schedulers=schedulers, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
+        loss_cfg=CoConLossConfig(temperature=args.temp, msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool),
+        info=info, amp_dtype=amp_dtype, num_classes=len(class_names), exp_dir=exp_dir,
+    )
+    if is_main_process():
+        ctx.writer = open_experiment(exp_dir, args, resumed_epoch)
     history = []
     try:
         for epoch in range(start_epoch, args.epochs):
-            history.append(run_epoch(epoch, models, optimizers, schedulers, scaler, train_loader, val_loader, loss_cfg,
-                                     state, args, writer, info, amp_dtype, len(class_names), exp_dir))
+            history.append(run_epoch(ctx, epoch, state, args))
     finally:
-        if writer is not None:
-            writer.close()
+        if ctx.writer is not None:
+            ctx.writer.close()
     return {"exp_dir": exp_dir, "history": history}
 
 
-def run_epoch(epoch, models, optimizers, schedulers, scaler, train_loader, val_loader, loss_cfg, state, args,
-              writer, info, amp_dtype, num_classes, exp_dir) -> dict:
-    """Train, validate, step the schedulers, probe, save and log one epoch; return its stats."""
+def run_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Namespace) -> dict:
+    """Train, validate, step the schedulers, probe, save and log one epoch; return its stats.
+
+    ``record["best"]`` lists the views whose validation CPC top-1 improved (their best copies were rewritten).
+    """
     started = time.time()
-    set_epoch(train_loader, epoch, args.seed)
+    set_epoch(ctx.train_loader, epoch, args.seed)
     seed_everything(args.seed + epoch)
-    train_stats = train_one_epoch(models, train_loader, optimizers, scaler, loss_cfg, epoch, state, args, writer, info.device, amp_dtype)
+    train_stats = train_one_epoch(ctx, epoch, state, args)
     do_probe = args.ft_freq > 0 and (epoch + 1) % args.ft_freq == 0
-    val_stats, features, labels = evaluate(models, val_loader, loss_cfg, info.device, args.debug, do_probe, amp_dtype)
-    for scheduler in schedulers.values():
+    val_stats, features, labels = evaluate(ctx.models, ctx.val_loader, ctx.loss_cfg, ctx.info.device, args.debug, do_probe, ctx.amp_dtype)
+    for scheduler in ctx.schedulers.values():
         scheduler.step(val_stats["total"])
-    is_best = val_stats["cpc_top1"] > state["best_acc"]
-    state["best_acc"] = max(state["best_acc"], val_stats["cpc_top1"])
-    state["epoch"] = epoch + 1
-    record = {"epoch": epoch + 1, "iteration": state["iteration"], "steps": state["steps"], "train": train_stats, "val": val_stats,
-              "lr": {f"{v}/{g['name']}": g["lr"] for v, o in optimizers.items() for g in o.param_groups}, "best": is_best}
+    improved = [view for view in ctx.models if val_stats[f"cpc_top1/{view}"] > state.best_acc[view]]
+    for view in improved:
+        state.best_acc[view] = val_stats[f"cpc_top1/{view}"]
+    state.epoch = epoch + 1
+    record = {"epoch": epoch + 1, "iteration": state.iteration, "steps": state.steps, "train": train_stats, "val": val_stats,
+              "lr": {f"{v}/{g['name']}": g["lr"] for v, o in ctx.optimizers.items() for g in o.param_groups}, "best": improved}
     if is_main_process():
-        record["probe"] = probe(features, labels, num_classes, args.seed) if do_probe else {}
-        save_checkpoints(exp_dir / "model", models, optimizers, schedulers, scaler, epoch + 1, state, is_best, args)
+        record["probe"] = probe(features, labels, ctx.num_classes, args.seed) if do_probe else {}
+        save_checkpoints(ctx.exp_dir / "model", ctx, epoch + 1, state, improved, args)
         record["seconds"] = round(time.time() - started, 2)
         for group in ("val", "probe", "lr"):
             for key, value in record[group].items():
-                writer.add_scalar(f"{group}/{key}", value, epoch + 1)
+                ctx.writer.add_scalar(f"{group}/{key}", value, epoch + 1)
         for key, value in train_stats.items():
-            writer.add_scalar(f"train_epoch/{key}", value, epoch + 1)
-        with open(exp_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            ctx.writer.add_scalar(f"train_epoch/{key}", value, epoch + 1)
+        append_jsonl(record, ctx.exp_dir / "log.jsonl")
         log.info("epoch %d: train loss %.4f, val loss %.4f, val CPC top-1 %.3f%s %s", epoch + 1, train_stats["total"], val_stats["total"],
-                 val_stats["cpc_top1"], " (best)" if is_best else "", " ".join(f"{k} {v:.3f}" for k, v in record["probe"].items()))
+                 val_stats["cpc_top1"], f" (best: {', '.join(improved)})" if improved else "",
+                 " ".join(f"{k} {v:.3f}" for k, v in record["probe"].items()))
     return record
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint is untrusted input: it is loaded with ``weights_only=True`` (no arbitrary pickle code),
 and a missing, truncated or foreign file raises :class:`CheckpointError` — never a silent run with
-random weights.
+random weights. :func:`load_pretrained` is the strict loader of an encoder for one view: it also
+refuses another view, another channel count and a backbone it cannot fill completely.
 """
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
+
+from utils.distributed import unwrap
+from utils.views import VIEWS
 
 _DUPLICATE_GRU = re.compile(r"(^|\.)ConvGRUCell_(\d+)\.")
 
@@ -134,7 +139,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str |
     Raises:
         CheckpointError: when not a single tensor matches (wrong view, network or file).
     """
-    model = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    model = unwrap(model)
     state = clean_state_dict(state)
     own = model.state_dict()
     report = LoadReport()
@@ -155,3 +160,52 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str |
     report.loaded = sorted(usable)
     report.missing = sorted(k for k in own if k not in usable)
     return report
+
+
+def _first_conv(state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    return state.get("backbone.conv1.weight")
+
+
+def load_pretrained(model: nn.Module, path: str | Path, view: str) -> LoadReport:
+    """Load a CoCon/DPC encoder checkpoint of ``view`` into a model with a ``backbone`` (and ``agg``).
+
+    Args:
+        model: a classifier or encoder whose backbone lives under ``backbone.``.
+        path: the checkpoint (``mode_<view>_*.pth.tar`` of the trainer, or DPC's).
+        view: the view the model is built for (``--modality``).
+
+    Raises:
+        CheckpointError: the file is unreadable, was trained on another view (its ``mode``), feeds
+            another channel count to its first conv, or its backbone does not fit the model's
+            (another ``--net``): a run never silently continues from random weights.
+    """
+    checkpoint = load_checkpoint(path)
+    state = clean_state_dict(state_dict_of(checkpoint, path))
+    mode = checkpoint.get("mode")
+    if mode is not None and mode != view:
+        raise CheckpointError(f"{path} is a checkpoint of the {mode!r} view, but --modality is {view!r}")
+    conv = _first_conv(state)
+    if conv is None:
+        raise CheckpointError(f"{path} has no 'backbone.conv1.weight': not a DPC/CoCon encoder checkpoint")
+    channels = VIEWS[view].channels
+    if conv.shape[1] != channels:
+        raise CheckpointError(
+            f"{path}: its first conv takes {conv.shape[1]} channels (weight {tuple(conv.shape)}), "
+            f"but view {view!r} has {channels}; is it a checkpoint of another view?"
+        )
+    report = load_weights(model, state, path)
+    params = {name for name, _ in model.named_parameters() if name.startswith("backbone.")}
+    not_loaded = sorted(params - set(report.loaded))
+    if not_loaded:
+        raise CheckpointError(
+            f"{path}: {len(not_loaded)} backbone parameters do not fit the model (e.g. {not_loaded[:3]}; "
+            f"{report.summary()}); was it trained with another --net?"
+        )
+    return report
+
+
+def has_running_stats(path: str | Path) -> bool:
+    """Whether a checkpoint's backbone holds BatchNorm running statistics (DPC's and the original
+    CoCon's do not: they normalise with batch statistics even in eval mode)."""
+    state = state_dict_of(load_checkpoint(path), path)
+    return any(k.endswith("running_mean") for k in clean_state_dict(state) if k.startswith("backbone."))

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,31 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         warnings.simplefilter("ignore", FutureWarning)
         gathered = dist_fn.all_gather(x)
     return torch.cat(gathered, dim=0)
+
+
+def first_occurrences(indices: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """Mask of the samples not seen before, by dataset index; adds them to ``seen``.
+
+    ``DistributedSampler`` pads a dataset to a multiple of the world size by repeating its first
+    samples, so a gathered validation pass meets those clips twice: keep the first of each.
+
+    Args:
+        indices: int ``[B]`` dataset indices of a (gathered) batch.
+        seen: indices met in earlier batches of the pass; updated in place.
+
+    Returns:
+        bool ``[B]`` on the device of ``indices``.
+    """
+    keep = []
+    for index in indices.tolist():
+        keep.append(index not in seen)
+        seen.add(index)
+    return torch.tensor(keep, dtype=torch.bool, device=indices.device)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel/DDP wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, (nn.DataParallel, DistributedDataParallel)) else model
 
 
 def seed_everything(seed: int) -> None:

@@ -1,5 +1,5 @@
 """Evaluation logic of ``test/test.py``: whole-video scores, metrics, probability files, view
-ensembles, pretrained-weight checks, retrieval features, recall@k, the linear probe and figures.
+ensembles, retrieval features, recall@k, the linear probe and figures.
 
 Probability file (``np.savez``, read with ``allow_pickle=False``), one row per test video:
 
@@ -22,10 +22,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from utils.checkpoint import CheckpointError, LoadReport, clean_state_dict, load_checkpoint, load_weights, state_dict_of
 from utils.metrics import ConfusionMatrix, save_figure, topk_accuracy
 from utils.video_data import VideoEntry, read_frame
 from utils.views import VIEWS
@@ -69,58 +67,6 @@ def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-# ---------------------------------------------------------------- pretrained weights
-
-
-def _first_conv(state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-    return state.get("backbone.conv1.weight")
-
-
-def load_pretrained(model: nn.Module, path: str | Path, view: str) -> LoadReport:
-    """Load a CoCon/DPC encoder checkpoint of ``view`` into a model with a ``backbone`` (and ``agg``).
-
-    Args:
-        model: a classifier or encoder whose backbone lives under ``backbone.``.
-        path: the checkpoint (``mode_<view>_*.pth.tar`` of the trainer, or DPC's).
-        view: the view the model is built for (``--modality``).
-
-    Raises:
-        CheckpointError: the file is unreadable, was trained on another view (its ``mode``), feeds
-            another channel count to its first conv, or its backbone does not fit the model's
-            (another ``--net``): a run never silently continues from random weights.
-    """
-    checkpoint = load_checkpoint(path)
-    state = clean_state_dict(state_dict_of(checkpoint, path))
-    mode = checkpoint.get("mode")
-    if mode is not None and mode != view:
-        raise CheckpointError(f"{path} is a checkpoint of the {mode!r} view, but --modality is {view!r}")
-    conv = _first_conv(state)
-    if conv is None:
-        raise CheckpointError(f"{path} has no 'backbone.conv1.weight': not a DPC/CoCon encoder checkpoint")
-    channels = VIEWS[view].channels
-    if conv.shape[1] != channels:
-        raise CheckpointError(
-            f"{path}: its first conv takes {conv.shape[1]} channels (weight {tuple(conv.shape)}), "
-            f"but view {view!r} has {channels}; is it a checkpoint of another view?"
-        )
-    report = load_weights(model, state, path)
-    params = {name for name, _ in model.named_parameters() if name.startswith("backbone.")}
-    not_loaded = sorted(params - set(report.loaded))
-    if not_loaded:
-        raise CheckpointError(
-            f"{path}: {len(not_loaded)} backbone parameters do not fit the model (e.g. {not_loaded[:3]}; "
-            f"{report.summary()}); was it trained with another --net?"
-        )
-    return report
-
-
-def has_running_stats(path: str | Path) -> bool:
-    """Whether a checkpoint's backbone holds BatchNorm running statistics (DPC's and the original
-    CoCon's do not: they normalise with batch statistics even in eval mode)."""
-    state = state_dict_of(load_checkpoint(path), path)
-    return any(k.endswith("running_mean") for k in clean_state_dict(state) if k.startswith("backbone."))
 
 
 # ---------------------------------------------------------------- whole-video scores and metrics
@@ -333,7 +279,8 @@ def ensemble_probabilities(files: Mapping[str, VideoProbabilities], weights: Map
     """Weighted average of the views' probabilities, videos aligned to the first file.
 
     Args:
-        files: view name → its probability file's contents (two or more, in flag order).
+        files: view name → its probability file's contents (two or more; ``test/test.py`` passes them in
+            :data:`utils.views.VIEWS` order).
         weights: view name → weight; the weights are normalised to sum to one.
 
     Raises:
