@@ -213,7 +213,7 @@ def markdown_table(table: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(table: dict, path: Path, title: str) -> Path:
+def bar_chart(table: dict, path: Path, title: str, chance: float) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,6 +233,7 @@ def bar_chart(table: dict, path: Path, title: str) -> Path:
             if v:
                 ax.annotate(f"{np.mean(v):.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:.0f}%)")
     ax.set_xticks(x, methods)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
@@ -254,7 +255,8 @@ def main(args: argparse.Namespace) -> dict:
     write_json(args.out / "results.json", {"per_seed": per_seed, "timings_s": run.timings, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}})
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
-    bar_chart(table, args.out / "results.png", f"synthetic actions, {args.net} {args.img_dim}px, {seeds}")
+    bar_chart(table, args.out / "results.png", f"synthetic actions, {args.net} {args.img_dim}px, {seeds}",
+              chance=100 / args.classes)
     print("\n" + markdown)
     print(f"total {time.perf_counter() - start:.0f} s; results, chart and TensorBoard logs (*/img/) under {args.out}")
     return table
