@@ -12,9 +12,9 @@
 Without --kp_weights / --seg_weights the torchvision backend downloads torchvision's COCO weights
 (into torch's hub cache) the first time; on a machine without internet pass the files.
 
-For every `<frame_root>/<class>/<video>/image_XXXXX.jpg` folder this writes
-`<heatmaps root>/<class>/<video>/heatmap_XXXXX.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
-and `<segmasks root>/<class>/<video>/segmask_XXXXX.npz` (array `seg`, uint8 [h, w], 255 = person)
+For every `<frame_root>/<class>/<video>/image_NNNNN.jpg` folder this writes
+`<heatmaps root>/<class>/<video>/heatmap_NNNNN.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
+and `<segmasks root>/<class>/<video>/segmask_NNNNN.npz` (array `seg`, uint8 [h, w], 255 = person)
 for frames 1, 1 + stride, 1 + 2 stride, ..., numbered by the frame index (the loader fills the gaps
 from neighbours). h, w keep the frame's aspect ratio with short side `--dim`, so normalised crops
 line up with the RGB frames. A frame with nobody in it gets zeros.
@@ -53,7 +53,7 @@ PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection mode
 
 
 def frame_indices(video_dir: Path) -> list[int]:
-    """Sorted 1-based indices of the `image_XXXXX.jpg` frames in `video_dir`.
+    """Sorted 1-based indices of the `image_NNNNN.jpg` frames in `video_dir`.
 
     Args:
         video_dir: one video's frame folder.
