@@ -154,3 +154,33 @@ def test_checkpoint_of_another_view_or_channel_count_fails_clearly(encoder_ckpt,
     deeper = DPCRNN("resnet18", 3, 64, seq_len=3, num_seq=4, pred_step=1)
     with pytest.raises(CheckpointError, match="another --net"):
         load_pretrained(deeper, no_mode, "imgs")
+
+
+def test_export_to_the_original_layout_and_back(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from utils.checkpoint import original_state_dict
+
+    source = _model()
+    original = original_state_dict(source.state_dict())
+    assert "module.agg.cell_list.0.reset_gate.weight" in original
+    assert torch.equal(original["module.agg.ConvGRUCell_00.reset_gate.weight"], source.agg.cell_list[0].reset_gate.weight)
+    assert len(original) == len(source.state_dict()) + len(list(source.agg.cell_list[0].state_dict()))
+    # The original model registered each cell twice, inside DataParallel: it accepts the export strictly.
+    original_model = _model()
+    original_model.agg.add_module("ConvGRUCell_00", original_model.agg.cell_list[0])
+    nn.DataParallel(original_model).load_state_dict(original, strict=True)
+    # The CLI writes it atomically, and our loader reads it back unchanged.
+    ours = tmp_path / "ours.pth.tar"
+    atomic_save({"epoch": 2, "mode": "imgs", "state_dict": source.state_dict()}, ours)
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(repo / "scripts" / "export_original.py"), str(ours), str(tmp_path / "orig.pth.tar")],
+                   check=True, capture_output=True)
+    exported = load_checkpoint(tmp_path / "orig.pth.tar")
+    assert exported["mode"] == "imgs" and exported["epoch"] == 2
+    target = _model()
+    report = load_weights(target, exported["state_dict"])
+    assert not report.missing and not report.unexpected
+    assert torch.equal(target.backbone.conv1.weight, source.backbone.conv1.weight)

@@ -104,6 +104,20 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return cleaned
 
 
+def original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our weights in the original DPC/CoCon layout: a DataParallel ``module.`` prefix, and each
+    ConvGRU cell under both ``cell_list.N.*`` and ``ConvGRUCell_0N.*``, so the original code's
+    ``model.load_state_dict(checkpoint['state_dict'])`` accepts them. :func:`clean_state_dict` undoes it."""
+    original: dict[str, torch.Tensor] = {}
+    for key, value in clean_state_dict(state).items():
+        original[f"module.{key}"] = value
+        match = re.search(r"(^|\.)cell_list\.(\d+)\.", key)
+        if match:
+            duplicate = key.replace(match.group(0), f"{match.group(1)}ConvGRUCell_{int(match.group(2)):02d}.", 1)
+            original[f"module.{duplicate}"] = value
+    return original
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_weights` did: keys loaded, the model's keys left untouched, the file's keys
