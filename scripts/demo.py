@@ -202,7 +202,8 @@ def markdown_table(table: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Synthetic dataset ({args.classes} classes × {args.videos_per_class} videos), {args.net} at {args.img_dim} px, "
         f"{args.num_seq}×{args.seq_len} frames (stride {args.ds}), pretrain {args.epochs} epochs, fine-tune "
-        f"{args.ft_epochs} epochs; seeds {seeds}" + (" (mean ± std)" if len(args.seeds) > 1 else "") + ".",
+        f"{args.ft_epochs} epochs; flow view: {args.flow_method} optical flow; seeds {seeds}"
+        + (" (mean ± std)" if len(args.seeds) > 1 else "") + ".",
         "",
         "| method | views | pretrain | " + " | ".join(label for _, label in METRICS) + " |",
         "|---|---|---|" + "---:|" * len(METRICS),
