@@ -75,7 +75,6 @@ class DPCRNN(nn.Module):
             nn.Conv2d(d, d, kernel_size=1, padding=0),
         )
         self.relu = nn.ReLU(inplace=False)
-        _initialize_weights(self.agg)
         _initialize_weights(self.network_pred)
 
     def _check_block(self, block: torch.Tensor) -> None:
@@ -149,7 +148,7 @@ def _check_args(img_dim: int, seq_len: int, num_seq: int, pred_step: int) -> Non
 
 
 def _initialize_weights(module: nn.Module) -> None:
-    """DPC's init of the GRU and predictor: orthogonal weights (gain 1), zero biases."""
+    """DPC's init of the predictor (the ConvGRU cells init themselves alike): orthogonal weights, zero biases."""
     for name, param in module.named_parameters():
         if "bias" in name:
             nn.init.zeros_(param)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from backbone.select_backbone import BACKBONES
 from process_data.keypoints import FLIP_PERMUTATION
 
 
@@ -54,8 +55,6 @@ VIEWS: dict[str, View] = {
     "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", max_size=64),
 }
 
-# Depth order of the backbones; views other than RGB never go deeper than resnet18 (as in the paper).
-_DEPTH_ORDER = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def parse_views(spec: str, flag: str = "--modalities") -> list[str]:
@@ -77,9 +76,9 @@ def parse_views(spec: str, flag: str = "--modalities") -> list[str]:
 
 def view_backbone(view: str, net: str) -> str:
     """Backbone of ``view`` when RGB uses ``net``: only RGB may be deeper than resnet18."""
-    if view == "imgs" or net not in _DEPTH_ORDER:
+    if view == "imgs" or net not in BACKBONES:
         return net
-    return min(net, "resnet18", key=_DEPTH_ORDER.index)
+    return min(net, "resnet18", key=BACKBONES.index)  # BACKBONES is in depth order
 
 
 def sibling_folder(path: str | Path, folder: str) -> Path:
