@@ -168,3 +168,16 @@ def test_feature_cache_is_keyed_by_checkpoint_mtime_and_settings(tmp_path):
     os.utime(ckpt, ns=(1, 1))
     new_key = ev.feature_cache_key(ckpt, {"size": 64})
     assert new_key != key and ev.load_features(path, new_key) is None
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 100])
+def test_chunked_top_k_ranking_equals_a_stable_full_argsort(k):
+    # Small integer features: every similarity is exact whatever the summation order, and ties abound.
+    rng = np.random.default_rng(0)
+    gallery = rng.integers(-2, 3, (40, 6)).astype(np.float32)
+    gallery[10] = gallery[3]  # exact duplicates tie for every query
+    query = rng.integers(-2, 3, (23, 6)).astype(np.float32)
+    expected = np.argsort(-(query @ gallery.T), axis=1, kind="stable")[:, : min(k, 40)]
+    # 64 bytes per block: a block of one query row at a time, the most chunks possible.
+    assert np.array_equal(ev.rank_gallery(query, gallery, k, chunk_bytes=64), expected)
+    assert np.array_equal(ev.rank_gallery(query, gallery, k), expected)

@@ -12,9 +12,9 @@ Probability file (``np.savez``, read with ``allow_pickle=False``), one row per t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.errors import DataError, check_finite
+from utils.files import atomic_write, read_npz, write_json
 from utils.metrics import ConfusionMatrix, save_figure, topk_accuracy
 from utils.video_data import VideoEntry, read_frame
 from utils.views import VIEWS
@@ -33,40 +35,21 @@ RECALL_KS = (1, 5, 10, 20, 50)
 _PROB_KEYS = ("probs", "labels", "videos", "class_names", "view")
 
 
-# ---------------------------------------------------------------- small atomic writers
+log = logging.getLogger("cocon.evaluation")
+
+
+# ---------------------------------------------------------------- small atomic writers (utils.files)
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | Path, obj: object) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``text`` to ``path`` atomically (:func:`utils.files.atomic_write`); ``write_json`` likewise."""
+    return atomic_write(path, text)
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write(path, buffer.getbuffer())
 
 
 # ---------------------------------------------------------------- whole-video scores and metrics
@@ -173,7 +156,13 @@ class VideoProbabilities:
 
 
 def save_probabilities(path: str | Path, result: VideoProbabilities) -> Path:
-    """Write a probability file (``.npz``, no pickled objects), atomically."""
+    """Write a probability file (``.npz``, no pickled objects), atomically.
+
+    Raises:
+        NonFiniteError: a probability is NaN or infinite (the model's weights or inputs diverged).
+    """
+    check_finite(result.probs, f"{result.view} probabilities for {path}",
+                 "the classifier's outputs are not numbers: check its checkpoint (a diverged fine-tuning run?)")
     return _save_npz(
         Path(path),
         {
@@ -193,18 +182,10 @@ def load_probabilities(path: str | Path) -> VideoProbabilities:
         FileNotFoundError: the file is missing.
         ValueError: a key is missing, or shapes/dtypes are not as documented.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"probability file {path} does not exist; write it with test/test.py --test")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in _PROB_KEYS if k not in data.files]
-            if missing:
-                raise ValueError(f"probability file {path} lacks {missing}; expected keys {list(_PROB_KEYS)}")
-            arrays = {k: data[k] for k in _PROB_KEYS}
-    except (OSError, EOFError) as err:
-        raise ValueError(f"probability file {path} cannot be read: {err}") from err
+    arrays = read_npz(path, _PROB_KEYS, "probability file", "write it again with test/test.py --test")
     probs, labels, videos, names = arrays["probs"], arrays["labels"], arrays["videos"], arrays["class_names"]
+    if not np.issubdtype(probs.dtype, np.floating) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"probability file {path}: probs {probs.dtype} and labels {labels.dtype}; expected float and int")
     if probs.ndim != 2 or labels.shape != (probs.shape[0],) or videos.shape != (probs.shape[0],):
         raise ValueError(
             f"probability file {path}: probs {probs.shape}, labels {labels.shape}, videos {videos.shape}; "
@@ -212,6 +193,7 @@ def load_probabilities(path: str | Path) -> VideoProbabilities:
         )
     if names.shape != (probs.shape[1],):
         raise ValueError(f"probability file {path}: {names.shape[0]} class names for {probs.shape[1]} columns")
+    check_finite(probs, f"probability file {path}", "write it again with test/test.py --test from a sound checkpoint")
     return VideoProbabilities(
         probs.astype(np.float32), labels.astype(np.int64), videos.astype(str), names.astype(str), str(arrays["view"])
     )
@@ -354,35 +336,97 @@ def feature_cache_path(folder: str | Path, key: str) -> Path:
 
 
 def save_features(path: str | Path, key: str, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Cache feature arrays with their key (atomic ``.npz``, no pickled objects)."""
+    """Cache feature arrays with their key (atomic ``.npz``, no pickled objects).
+
+    Raises:
+        NonFiniteError: a feature is NaN or infinite (the encoder's weights or inputs are not sound).
+    """
+    for name, array in arrays.items():
+        if np.issubdtype(np.asarray(array).dtype, np.floating):
+            check_finite(array, f"encoder {name}", "the encoder's outputs are not numbers: check its --pretrain checkpoint")
     return _save_npz(Path(path), {"key": np.asarray(key, dtype=str), **{k: np.asarray(v) for k, v in arrays.items()}})
 
 
 def load_features(path: str | Path, key: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays if ``path`` exists and was written for ``key``; otherwise ``None``."""
+    """The cached arrays if ``path`` exists, is sound and was written for ``key``; otherwise ``None``
+    (a corrupt cache is only logged: the features are computed again and it is rewritten)."""
     path = Path(path)
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if "key" not in data.files or str(data["key"]) != key:
-            return None
-        return {k: data[k] for k in data.files if k != "key"}
+    try:
+        arrays = read_npz(path, ("key",), "feature cache", "it is computed again", all_arrays=True)
+    except DataError as err:
+        log.warning("%s", err)
+        return None
+    if str(arrays.pop("key")) != key:
+        return None
+    if not all(np.isfinite(a).all() for a in arrays.values() if np.issubdtype(a.dtype, np.floating)):
+        log.warning("feature cache %s holds non-finite values; it is computed again", path)
+        return None
+    return arrays
 
 
 # ---------------------------------------------------------------- retrieval
 
 
+RANK_CHUNK_BYTES = 64 * 2**20  # similarity rows held at once by rank_gallery (larger is no faster)
+
+
 def center_normalize(features: np.ndarray) -> np.ndarray:
-    """Subtract the set's mean feature, then L2-normalise each row (CoCLR's retrieval protocol)."""
+    """Subtract the set's mean feature, then L2-normalise each row (CoCLR's retrieval protocol).
+
+    One copy of ``features`` is made (a 240k × 256 float32 gallery: 235 MiB), no further temporaries.
+    """
     centred = features - features.mean(axis=0, keepdims=True)
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    norms = np.sqrt(np.einsum("ij,ij->i", centred, centred))
+    centred /= np.maximum(norms, 1e-12)[:, None]
+    return centred
 
 
-def rank_gallery(query: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
-    """Indices ``[Q, min(k, G)]`` of each query's most cosine-similar gallery rows (rows already normalised)."""
+def _top_k_stable(similarity: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the ``k`` largest values of each row, best first, ties to the lower column.
+
+    ``torch.topk`` leaves the order of equal values unspecified; sorting its result by column and
+    then stably by value restores the order of a stable full sort. Which of several equal values
+    make the cut is unspecified too: a row whose (k+1)-th value equals its k-th is redone with a
+    full stable sort of that row alone.
+    """
+    extra = int(k < similarity.shape[1])
+    values, columns = torch.topk(similarity, k + extra, dim=1)
+    cut_through_tie = values[:, k - 1] == values[:, k] if extra else torch.zeros(len(values), dtype=torch.bool)
+    values, columns = values[:, :k], columns[:, :k]
+    columns, by_column = torch.sort(columns, dim=1)
+    values = values.gather(1, by_column)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    ranked = columns.gather(1, order)
+    for row in torch.nonzero(cut_through_tie).flatten().tolist():
+        ranked[row] = torch.sort(similarity[row], descending=True, stable=True).indices[:k]
+    return ranked
+
+
+def rank_gallery(
+    query: np.ndarray, gallery: np.ndarray, k: int, chunk_bytes: int = RANK_CHUNK_BYTES
+) -> np.ndarray:
+    """Indices ``[Q, min(k, G)]`` of each query's most cosine-similar gallery rows (rows already normalised).
+
+    The order is that of a stable argsort of the whole ``Q × G`` similarity matrix (ties to the
+    lower gallery index), but the matrix is computed a block of queries at a time and only each
+    block's top k is kept: 20k queries in a 240k gallery would otherwise need 18 GiB.
+
+    Args:
+        query, gallery: features ``[Q, D]`` and ``[G, D]``.
+        k: neighbours per query (capped at ``G``).
+        chunk_bytes: memory of one block of similarity rows.
+    """
     k = min(k, gallery.shape[0])
-    similarity = query @ gallery.T  # [Q, G]
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    dtype = np.result_type(query.dtype, gallery.dtype, np.float32)
+    gallery_t = torch.from_numpy(np.ascontiguousarray(gallery, dtype=dtype))
+    rows = max(1, chunk_bytes // (np.dtype(dtype).itemsize * max(1, gallery.shape[0])))
+    ranked = np.empty((query.shape[0], k), np.int64)
+    for start in range(0, query.shape[0], rows):
+        block = torch.from_numpy(np.ascontiguousarray(query[start : start + rows], dtype=dtype))
+        ranked[start : start + rows] = _top_k_stable(block @ gallery_t.T, k).numpy()
+    return ranked
 
 
 def retrieval_recall(
