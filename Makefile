@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: install test demo bench clean-venv
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# requirements-mediapipe.txt is installed without dependencies: see the file for why.
+$(VENV)/.installed: requirements.txt requirements-mediapipe.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-mediapipe.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from process_data.extract_flow import TVL1_PRESETS, make_flow_fn
 from process_data.extract_frame import extract_video
+from utils.cli_options import HelpFormatter
 
 FLOW_METHODS = [("tvl1", "accurate"), ("tvl1", "fast"), ("farneback", "accurate"), ("dis", "accurate")]
 
@@ -90,7 +91,7 @@ def bench_flow(pairs: int, repeats: int) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("Benchmark frame extraction and optical flow", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is printed")
     run.add_argument("--frames", type=int, default=60, help="frames of the generated 480x360 video")

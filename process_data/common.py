@@ -10,11 +10,15 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
+
+from utils.files import atomic_write, pid_alive
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,16 +27,7 @@ VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm")
 FRAME_GLOB = "image_*.jpg"
 _TMP_TAG = ".tmp-"
 _SHOW_FAILURES = 5  # failures printed at the end of a run; failed.txt has them all
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_PARENT_POLL_S = 0.2  # how often a pool worker checks that the run that started it is alive
 
 
 def _temp_name(final: Path, pid: int) -> Path:
@@ -52,7 +47,7 @@ def clean_stale_temps(final: Path) -> list[Path]:
         return removed
     for tmp in final.parent.glob(f".{final.name}{_TMP_TAG}*"):
         pid_text = tmp.name.rsplit(_TMP_TAG, 1)[1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text)):
             continue  # another live run is writing it
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp)
@@ -90,21 +85,29 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary sibling file and os.replace.
+    """Write `text` to `path` atomically (:func:`utils.files.atomic_write`).
 
     Args:
         path: destination file; its parent folder is created if needed.
         text: the full file content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path, os.getpid())
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end the worker once the run that started it is gone.
+
+    A run killed with SIGKILL cannot stop its workers, which would otherwise go on writing outputs.
+
+    Args:
+        parent: the pid of the process that starts the pool.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _call(fn: Callable[[T], R], item: T) -> R | Exception:
@@ -136,7 +139,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
     results: list[R | Exception | None] = [None] * len(items)
     # spawn, not fork: a child forked after OpenCV or torch started their thread pools can deadlock
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx,
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
         for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
             try:

@@ -5,12 +5,21 @@
         --kp_weights weights/keypointrcnn_resnet50_fpn_coco.pth --seg_weights weights/maskrcnn_resnet50_fpn_coco.pth
     # Kinetics: one run per frame root -> data/kinetics400/{heatmaps,segmasks}/train/<class>/<video>
     python process_data/extract_features.py --frame_root data/kinetics400/frame/train --device cuda
+    # offline on CPU, with the models inside the mediapipe wheel (pip install --no-deps -r requirements-mediapipe.txt)
+    python process_data/extract_features.py --frame_root data/ucf101/frame --backend mediapipe --workers 2
     # the synthetic dataset, from its ground truth
     python process_data/extract_features.py --frame_root data/synthetic/frame --backend annotations \
         --annotations data/synthetic/annotations --workers 2
 
-Without --kp_weights / --seg_weights the torchvision backend downloads torchvision's COCO weights
-(into torch's hub cache) the first time; on a machine without internet pass the files.
+Backends:
+- `torchvision` (default, the faithful choice): Keypoint R-CNN and Mask R-CNN (ResNet-50 FPN, COCO),
+  every person of a frame. Without --kp_weights / --seg_weights it downloads torchvision's COCO weights
+  (into torch's hub cache) the first time; on a machine without internet pass the files.
+- `mediapipe`: MediaPipe Pose 0.10.21 (BlazePose full + its segmentation), whose models ship inside the
+  wheel, so it needs no download and runs on CPU. Its limits: one person per frame (the most prominent);
+  33 BlazePose landmarks mapped to the 17 COCO joints, not the paper's detector; a frame whose person
+  is uncertain (--mp_confidence, --mp_visibility, --mp_min_joints) gets empty views, not a false person.
+- `annotations`: make_synthetic.py's ground-truth joints and masks.
 
 For every `<frame_root>/<class>/<video>/image_NNNNN.jpg` folder this writes
 `<heatmaps root>/<class>/<video>/heatmap_NNNNN.npz` (array `hm`, uint8 [17, h, w], 255 = 1.0)
@@ -19,7 +28,7 @@ for frames 1, 1 + stride, 1 + 2 stride, ..., numbered by the frame index (the lo
 from neighbours). h, w keep the frame's aspect ratio with short side `--dim`, so normalised crops
 line up with the RGB frames. A frame with nobody in it gets zeros.
 
-The roots are where the loader looks (`utils.views.view_dir`): the frame root with its last `frame`
+The roots are where the loader looks (`utils.layout.sibling_folder`): the frame root with its last `frame`
 component swapped for `heatmaps` and `segmasks` (`data/ucf101/frame` -> `data/ucf101/heatmaps`,
 `data/kinetics400/frame/train` -> `data/kinetics400/heatmaps/train`). `--out_root R` overrides both
 with `R/heatmaps` and `R/segmasks`.
@@ -32,24 +41,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import time
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from process_data.common import (
-    FRAME_GLOB, atomic_dir, finish_run, frame_name, list_video_dirs, parallel_map, short_side_size,
+    FRAME_GLOB, atomic_dir, count_frames, finish_run, frame_name, list_video_dirs, parallel_map, short_side_size,
 )
-from process_data.keypoints import render_heatmaps, resize_mask
-from utils.views import sibling_folder
+from process_data.keypoints import COCO_KEYPOINTS, coco_from_blazepose, render_heatmaps, resize_mask
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
+from utils.errors import UserError
+from utils.layout import sibling_folder
 
 if TYPE_CHECKING:  # torch takes seconds to import; the annotations backend never needs it
     import torch
     from torchvision.models import WeightsEnum
 
 PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
+BACKENDS = ("torchvision", "mediapipe", "annotations")
 
 
 def frame_indices(video_dir: Path) -> list[int]:
@@ -69,6 +85,26 @@ def sampled_indices(indices: list[int], stride: int) -> list[int]:
         stride: sampling step in frames.
     """
     return [i for i in indices if (i - 1) % stride == 0]
+
+
+def read_rgb_frame(video_dir: Path, index: int, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Frame `index` of a video as RGB uint8 `[H, W, 3]`.
+
+    Args:
+        video_dir: the video's frame folder.
+        index: 1-based frame index.
+        frame_hw: the size every frame of the video must have (its first frame's).
+    Raises:
+        ValueError: the frame cannot be read or has another size.
+    """
+    path = video_dir / frame_name(index)
+    img = cv2.imread(str(path))
+    if img is None:
+        raise ValueError(f"cannot read frame {path}")
+    if img.shape[:2] != tuple(frame_hw):
+        raise ValueError(f"frame {path} is {img.shape[0]}x{img.shape[1]}, the video's first frame "
+                         f"{frame_hw[0]}x{frame_hw[1]}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 class Backend(Protocol):
@@ -136,23 +172,12 @@ class TorchvisionBackend:
             model.transform.min_size, model.transform.max_size = (min(frame_hw),), max(frame_hw)
         for start in range(0, len(indices), self.batch_size):
             batch_ids = indices[start:start + self.batch_size]
-            images = [self._load(video_dir, i, frame_hw) for i in batch_ids]
+            images = [read_rgb_frame(video_dir, i, frame_hw) for i in batch_ids]
             with torch.inference_mode():
                 batch = [torch.from_numpy(img).to(self.device).permute(2, 0, 1).float().div_(255) for img in images]
                 kp_out, seg_out = self.kp_model(batch), self.seg_model(batch)
             for i, kp, seg in zip(batch_ids, kp_out, seg_out):
                 yield i, self._heatmaps(kp, frame_hw, out_hw), self._mask(seg, out_hw)
-
-    @staticmethod
-    def _load(video_dir: Path, index: int, frame_hw: tuple[int, int]) -> np.ndarray:
-        path = video_dir / frame_name(index)
-        img = cv2.imread(str(path))
-        if img is None:
-            raise ValueError(f"cannot read frame {path}")
-        if img.shape[:2] != tuple(frame_hw):
-            raise ValueError(f"frame {path} is {img.shape[0]}x{img.shape[1]}, the video's first frame "
-                             f"{frame_hw[0]}x{frame_hw[1]}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # [H, W, 3]
 
     def _people(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """Boolean mask [P] of the confident person detections of one image."""
@@ -170,6 +195,88 @@ class TorchvisionBackend:
         if len(probs) == 0:
             return np.zeros(out_hw, np.uint8)
         return resize_mask(probs.max(dim=0).values.float().cpu().numpy(), *out_hw)
+
+
+MEDIAPIPE_VERSION = "0.10.21"  # the last release whose wheel ships the pose models and the `solutions` API
+MEDIAPIPE_INSTALL = "pip install --no-deps -r requirements-mediapipe.txt"
+
+
+class MediapipeMissing(UserError, ImportError):
+    """mediapipe is not installed, or is a release without the pose solution and its models."""
+
+
+def mediapipe_pose_module() -> ModuleType:
+    """`mediapipe.solutions.pose`, MediaPipe's legacy Pose solution, or an error saying how to install it.
+
+    Raises:
+        MediapipeMissing: mediapipe is missing, or a release without `mediapipe.solutions.pose`.
+    """
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO/WARNING lines, one set per model
+    try:
+        import mediapipe
+    except ImportError as exc:
+        raise MediapipeMissing(f"--backend mediapipe needs mediapipe=={MEDIAPIPE_VERSION} ({exc}); install it "
+                               f"with {MEDIAPIPE_INSTALL}") from exc
+    pose = getattr(getattr(mediapipe, "solutions", None), "pose", None)
+    if pose is None:
+        version = getattr(mediapipe, "__version__", "?")
+        raise MediapipeMissing(f"mediapipe {version} has no solutions.pose (later releases dropped it and ship no "
+                               f"models); install mediapipe=={MEDIAPIPE_VERSION} with {MEDIAPIPE_INSTALL}")
+    return pose
+
+
+class MediapipeBackend:
+    """MediaPipe Pose (BlazePose full, whose models ship inside the mediapipe wheel): no download, CPU only.
+
+    One person per frame (the most prominent): its 33 landmarks mapped to the 17 COCO joints
+    (:data:`process_data.keypoints.BLAZEPOSE_TO_COCO`) and rendered like the other backends' heatmaps,
+    and the pose model's own segmentation mask as the person mask. A frame with no detection, or whose
+    person fails the visibility gate (:func:`process_data.keypoints.coco_from_blazepose`), gets empty
+    heatmaps and an empty mask. A fresh model runs each video in tracking mode (sampled frames in
+    order), so no state crosses videos and every worker process builds its own models.
+
+    Args:
+        min_confidence: MediaPipe's minimum detection and tracking confidence; below it nobody is found.
+        min_visibility: visibility a joint needs to be drawn.
+        min_joints: visible COCO joints a person needs; a person with fewer gets empty views.
+        sigma: Gaussian standard deviation in output pixels.
+    """
+
+    def __init__(self, min_confidence: float, min_visibility: float, min_joints: int, sigma: float):
+        self.min_confidence, self.sigma = min_confidence, sigma
+        self.min_visibility, self.min_joints = min_visibility, min_joints
+
+    def __call__(self, video_dir: Path, indices: list[int], frame_hw: tuple[int, int],
+                 out_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        pose_module = mediapipe_pose_module()
+        with pose_module.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True,
+                              min_detection_confidence=self.min_confidence,
+                              min_tracking_confidence=self.min_confidence) as pose:
+            for i in indices:
+                result = pose.process(read_rgb_frame(video_dir, i, frame_hw))
+                yield i, *self.views(result.pose_landmarks, result.segmentation_mask, out_hw)
+
+    def views(self, pose_landmarks, segmentation_mask: np.ndarray | None,
+              out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps `[17, h, w]` and mask `[h, w]` (uint8) of one frame's MediaPipe result.
+
+        Args:
+            pose_landmarks: `result.pose_landmarks` (a NormalizedLandmarkList of 33), or None.
+            segmentation_mask: `result.segmentation_mask`, float `[H, W]` in [0, 1], or None.
+            out_hw: output height and width.
+        """
+        h, w = out_hw
+        empty = np.zeros((len(COCO_KEYPOINTS), h, w), np.uint8), np.zeros((h, w), np.uint8)
+        if pose_landmarks is None:
+            return empty
+        landmarks = np.array([(p.x, p.y, p.z, p.visibility) for p in pose_landmarks.landmark], np.float32)
+        keypoints = coco_from_blazepose(landmarks, self.min_visibility, self.min_joints)
+        if len(keypoints) == 0:
+            return empty
+        heatmaps = render_heatmaps(keypoints, h, w, self.sigma)
+        if segmentation_mask is None:
+            return heatmaps, empty[1]
+        return heatmaps, resize_mask(np.clip(segmentation_mask, 0, 1), h, w)
 
 
 def _state_dict(path: Path | None, weights: WeightsEnum, flag: str) -> dict[str, torch.Tensor]:
@@ -263,7 +370,7 @@ def process_video(video_dir: Path, frame_root: Path, heat_root: Path, seg_root: 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of extract_features.py."""
-    parser = argparse.ArgumentParser("Compute keypoint heatmaps and person masks of frame folders", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     io = parser.add_argument_group("input/output")
     io.add_argument("--frame_root", type=Path, required=True, help="folder of <class>/<video>/image_00001.jpg frames")
     io.add_argument("--out_root", type=Path, default=None,
@@ -272,8 +379,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "last 'frame' component replaced by heatmaps and segmasks (data/kinetics400/frame/train -> "
                     "data/kinetics400/heatmaps/train and data/kinetics400/segmasks/train)")
     backend = parser.add_argument_group("backend")
-    backend.add_argument("--backend", choices=("torchvision", "annotations"), default="torchvision",
-                         help="detectors on the frames, or make_synthetic's ground truth")
+    backend.add_argument("--backend", choices=BACKENDS, default="torchvision",
+                         help="torchvision: Keypoint R-CNN + Mask R-CNN on the frames, every person (the faithful "
+                         "choice; weights downloaded once or given as files); mediapipe: MediaPipe Pose, its models "
+                         "inside the wheel (offline, CPU), one person per frame, not the paper's detector; "
+                         "annotations: make_synthetic's ground truth")
     backend.add_argument("--annotations", type=Path, default=None,
                          help="annotations backend: folder of <class>/<video>.npz from make_synthetic.py")
     backend.add_argument("--kp_weights", type=Path, default=None,
@@ -287,34 +397,48 @@ def get_args_parser() -> argparse.ArgumentParser:
     backend.add_argument("--score_thresh", type=float, default=0.5, help="torchvision backend: minimum person score")
     backend.add_argument("--max_people", type=int, default=10,
                          help="torchvision backend: most detections kept per frame (bounds the keypoint/mask heads' cost)")
+    backend.add_argument("--mp_confidence", type=float, default=0.8,
+                         help="mediapipe backend: minimum detection and tracking confidence (MediaPipe's own default, "
+                         "0.5, finds people in parked bicycles)")
+    backend.add_argument("--mp_visibility", type=float, default=0.5,
+                         help="mediapipe backend: visibility a joint needs to be drawn")
+    backend.add_argument("--mp_min_joints", type=int, default=4,
+                         help="mediapipe backend: a person with fewer visible COCO joints gets empty views")
     out = parser.add_argument_group("outputs")
     out.add_argument("--stride", type=int, default=2, help="process frames 1, 1+stride, 1+2*stride, ...")
     out.add_argument("--dim", type=int, default=64, help="short side of the heatmaps and masks in pixels")
     out.add_argument("--sigma", type=float, default=2.0, help="Gaussian standard deviation in output pixels")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=1,
-                     help="parallel processes over videos (annotations backend; torchvision batches on --device)")
+                     help="parallel processes over videos (annotations and mediapipe backends; torchvision batches "
+                     "on --device)")
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag in ("stride", "dim", "batch_size", "max_people", "workers"):
+    for flag in ("stride", "dim", "batch_size", "max_people", "workers", "mp_min_joints"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.sigma <= 0:
         raise ValueError(f"--sigma must be positive, got {args.sigma}")
+    for flag in ("mp_confidence", "mp_visibility"):
+        if not 0 <= getattr(args, flag) <= 1:
+            raise ValueError(f"--{flag} must lie in [0, 1], got {getattr(args, flag)}")
     if args.backend == "annotations" and args.annotations is None:
         raise ValueError("--backend annotations needs --annotations <folder of <class>/<video>.npz>")
     if args.backend == "annotations" and not Path(args.annotations).is_dir():
         raise FileNotFoundError(f"--annotations {args.annotations} is not a folder")
     if args.backend == "torchvision" and args.workers > 1:
-        raise ValueError("--workers > 1 is for the annotations backend; the torchvision backend batches "
+        raise ValueError("--workers > 1 is for the annotations and mediapipe backends; the torchvision backend batches "
                          "frames on one --device (use --batch_size)")
 
 
 def _make_backend(args: argparse.Namespace) -> Backend:
     if args.backend == "annotations":
         return AnnotationBackend(args.annotations, args.sigma)
+    if args.backend == "mediapipe":
+        mediapipe_pose_module()  # fail before the workers start if mediapipe is missing
+        return MediapipeBackend(args.mp_confidence, args.mp_visibility, args.mp_min_joints, args.sigma)
     kp_model, seg_model = build_detectors(args.kp_weights, args.seg_weights, args.device, args.score_thresh,
                                           args.max_people)
     return TorchvisionBackend(kp_model, seg_model, args.device, args.batch_size, args.score_thresh, args.sigma)
@@ -326,7 +450,7 @@ def output_roots(frame_root: Path, out_root: Path | None) -> tuple[Path, Path]:
     Args:
         frame_root: the RGB frame root.
         out_root: `--out_root`: gives `out_root/heatmaps` and `out_root/segmasks`; None gives the siblings
-            of `frame_root` that `utils.views.view_dir` reads (`…/frame/train` -> `…/heatmaps/train`).
+            of `frame_root` that the loader reads (`…/frame/train` -> `…/heatmaps/train`).
     Raises:
         ValueError: no `--out_root` and `frame_root` has no `frame` component; a root is the frame root.
     """
@@ -354,11 +478,17 @@ def main(args: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"--frame_root {frame_root} has no <class>/<video>/ folders")
     work = partial(process_video, frame_root=frame_root, heat_root=heat_root, seg_root=seg_root,
                    backend=_make_backend(args), stride=args.stride, dim=args.dim)
+    start = time.perf_counter()
     results = parallel_map(work, video_dirs, args.workers, desc=f"heatmaps+masks ({args.backend})")
+    seconds = time.perf_counter() - start
     failures = [(str(v.relative_to(frame_root)), str(r)) for v, r in zip(video_dirs, results) if isinstance(r, Exception)]
+    frames = sum(count_frames(heat_root / v.relative_to(frame_root), "heatmap_*.npz")
+                 for v, r in zip(video_dirs, results) if r == "done")
+    if frames:
+        print(f"extract_features ({args.backend}): {frames} frames in {seconds:.1f} s, {frames / seconds:.1f} frames/s")
     return finish_run("extract_features", heat_root, failures, done=results.count("done"),
                       skipped=results.count("skipped"))
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

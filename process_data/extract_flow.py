@@ -31,7 +31,9 @@ import numpy as np
 
 from process_data.common import atomic_dir, finish_run, frame_name, list_video_dirs, parallel_map
 from process_data.extract_frame import resize_short_side
-from utils.views import sibling_folder
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
+from utils.layout import sibling_folder
 
 METHODS = ("tvl1", "farneback", "dis")
 TVL1_PRESETS = {
@@ -165,7 +167,7 @@ def _flow_one(job: tuple[Path, Path], method: str, tvl1_preset: str, bound: floa
 def default_flow_root(frame_root: Path, method: str) -> Path:
     """`…/<dataset>/farne` for farneback, `…/<dataset>/flow` for tvl1 and dis, where the loader looks.
 
-    The last path component named `frame` of the resolved `frame_root` is swapped (`utils.views.sibling_folder`):
+    The last path component named `frame` of the resolved `frame_root` is swapped (`utils.layout.sibling_folder`):
     `…/kinetics400/frame/train` -> `…/kinetics400/flow/train`.
 
     Args:
@@ -184,7 +186,7 @@ def default_flow_root(frame_root: Path, method: str) -> Path:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of extract_flow.py."""
-    parser = argparse.ArgumentParser("Compute optical flow of frame folders", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     io = parser.add_argument_group("input/output")
     io.add_argument("--frame_root", type=Path, required=True, help="frame root with <class>/<video>/image_00001.jpg")
     io.add_argument("--flow_root", type=Path, default=None,
@@ -234,4 +236,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

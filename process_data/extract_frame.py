@@ -4,10 +4,11 @@
     python process_data/extract_frame.py --video_root data/kinetics400/videos/train --frame_root data/kinetics400/frame/train --dim 150
 
 Frames are 1-based with 5 digits, JPEG quality 80, short side `--dim` with the aspect ratio kept
-(the layout DPC and mmaction read). Each video is written into a temporary folder that is renamed
-into place when complete, so a rerun skips finished videos and redoes interrupted ones. Videos that
-cannot be decoded, decode to no frame, or decode to clearly fewer frames than their header states
-(a truncated file) are listed in `<frame_root>/failed.txt` and get no folder.
+(DPC's layout; frames from mmaction2/denseflow are linked in by import_rawframes.py). Each video is
+written into a temporary folder that is renamed into place when complete, so a rerun skips finished
+videos and redoes interrupted ones. Videos that cannot be decoded, decode to no frame, or decode to
+clearly fewer frames than their header states (a truncated file) are listed in `<frame_root>/failed.txt`
+and get no folder.
 """
 import argparse
 from functools import partial
@@ -19,6 +20,8 @@ import numpy as np
 from process_data.common import (
     VIDEO_EXTS, atomic_dir, finish_run, frame_name, list_videos, parallel_map, short_side_size,
 )
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
 
 JPEG_QUALITY = 80
 
@@ -116,7 +119,7 @@ def plan_jobs(
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of extract_frame.py."""
-    parser = argparse.ArgumentParser("Extract JPEG frames from videos", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     io = parser.add_argument_group("input/output")
     io.add_argument("--video_root", type=Path, required=True,
                     help=f"folder of <class>/<video> files ({', '.join(VIDEO_EXTS)})")
@@ -148,4 +151,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -22,6 +22,35 @@ COCO_SKELETON = (
 # Maps each keypoint to its mirror image: a horizontal flip moves joint i to FLIP_PERMUTATION[i].
 FLIP_PERMUTATION = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
+# The BlazePose landmark (MediaPipe Pose, 33 landmarks) of each COCO joint, in COCO_KEYPOINTS order:
+# nose 0, eyes 2 and 5 (BlazePose's eye centres), ears 7 and 8, shoulders 11-12, elbows 13-14,
+# wrists 15-16, hips 23-24, knees 25-26, ankles 27-28.
+BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+
+def coco_from_blazepose(landmarks: np.ndarray, min_visibility: float, min_joints: int) -> np.ndarray:
+    """The COCO keypoints of one BlazePose person, or none when the person is too uncertain.
+
+    A joint is visible when its BlazePose visibility reaches `min_visibility`; invisible joints leave no
+    mark on the heatmaps. The person is kept when at least `min_joints` of its 17 COCO joints are visible
+    (a head-and-shoulders close-up has 7, a whole body up to 17).
+
+    Args:
+        landmarks: `[33, 4]` BlazePose landmarks (x, y normalised to [0, 1], z, visibility in [0, 1]).
+        min_visibility: visibility a joint needs, in [0, 1].
+        min_joints: visible joints a person needs.
+    Returns:
+        `[1, 17, 3]` (x, y, visible 0/1) for a kept person, `[0, 17, 3]` otherwise.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float32)
+    if landmarks.shape != (33, 4):
+        raise ValueError(f"BlazePose landmarks must have shape [33, 4], got {landmarks.shape}")
+    joints = landmarks[list(BLAZEPOSE_TO_COCO)]
+    visible = (joints[:, 3] >= min_visibility).astype(np.float32)
+    if visible.sum() < min_joints:
+        return np.zeros((0, len(COCO_KEYPOINTS), 3), np.float32)
+    return np.stack([joints[:, 0], joints[:, 1], visible], axis=1)[None]
+
 
 def render_heatmaps(keypoints: np.ndarray, height: int, width: int, sigma: float) -> np.ndarray:
     """Render one Gaussian per visible joint, the maximum over people, as uint8 (255 = 1.0).

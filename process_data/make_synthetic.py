@@ -15,6 +15,13 @@ background (noise texture, gradient, random shapes), a slow camera pan (sub-pixe
 the whole frame), a global brightness drift and a bouncing ball. The figure is outlined in a colour
 that contrasts with the background so that RGB alone can still learn the task.
 
+Scenes (`--scenes K`): as the clips of UCF101 are cut from a few dozen pieces of footage per class
+group, the videos can share their look — the figure's size and place in the frame, the background,
+the clothes and the ball's colour — from a pool of K scenes, each video's scene drawn independently of
+its class. Within a scene, clips differ by the action and by its speed and phase, the camera drift,
+the lighting drift and the ball's path. With a look of its own per video (K = 0), the look alone
+tells any two clips apart, so a contrastive encoder never needs the motion; with a shared look it does.
+
 The nuisances that change over time do so smoothly, as with a handheld or panning camera: the
 camera drifts a few pixels over seconds (a fraction of a pixel per frame, well below the speed of
 a moving limb), the brightness changes by at most about 2% per frame, and the background is drawn
@@ -39,6 +46,7 @@ same for a seed whatever `--workers` is, and `--classes k` reproduces the first 
 larger run.
 """
 import argparse
+import io
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +57,9 @@ import numpy as np
 
 from process_data.common import atomic_write_text, parallel_map
 from process_data.keypoints import FLIP_PERMUTATION
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
+from utils.files import atomic_write
 
 ACTIONS = (
     "wave_left_arm", "wave_right_arm", "both_arms_up_down", "squat", "kick_left", "kick_right",
@@ -62,6 +73,7 @@ _SHOULDER_W, _HIP_W = 0.10, 0.06
 _UPPER_ARM, _FOREARM, _THIGH, _SHIN = 0.15, 0.14, 0.22, 0.22
 _SHIFT = 4  # cv2 drawing with 4 fractional bits, so slow motion moves smoothly
 _SPLIT_STREAM = 2**31 - 1  # seed-sequence key of the split's random stream, distinct from any class index
+_SCENE_STREAM, _SCENE_CHOICE_STREAM = 2**31 - 2, 2**31 - 3  # keys of the scene looks and of each video's pick
 
 
 @dataclass
@@ -249,13 +261,15 @@ def _make_background(rng: np.random.Generator, size: int) -> np.ndarray:
     along = (along - along.min()) / max(np.ptp(along), 1e-6)
     c0, c1 = (np.array(_random_colour(rng), np.float32) for _ in range(2))
     gradient = c0 + along[..., None] * (c1 - c0)
-    cells = int(rng.integers(3, 17))
-    texture = rng.uniform(0, 255, (cells, cells, 3)).astype(np.float32)
+    cells = int(rng.integers(3, 9))
+    # Low-contrast texture around mid-grey: clutter that changes with the video, not a camouflage
+    # that hides the figure's limbs once a frame is shrunk to the encoders' 32-64 px.
+    texture = 128 + rng.uniform(-1, 1, (cells, cells, 3)).astype(np.float32) * 255 * rng.uniform(0.1, 0.35)
     texture = cv2.resize(texture, (size, size), interpolation=cv2.INTER_CUBIC)
     grain = rng.normal(0, rng.uniform(0, 12), (size, size, 1)).astype(np.float32)
     mix = rng.uniform(0.2, 0.8)
     img = np.clip(mix * gradient + (1 - mix) * texture + grain, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(3, 13))):
+    for _ in range(int(rng.integers(2, 7))):
         _random_shape(rng, img)
     return img
 
@@ -297,7 +311,7 @@ def _sample_style(rng: np.random.Generator, background: np.ndarray, scale: float
     sleeve = shirt if rng.random() < 0.5 else skin
     bright = background.mean() > 110  # outline contrasts with the background, whatever the class
     outline = tuple(int(v) for v in (rng.integers(0, 40, 3) if bright else rng.integers(215, 256, 3)))
-    return _Style(skin, shirt, sleeve, trousers, outline, max(2, int(round(0.06 * scale))))
+    return _Style(skin, shirt, sleeve, trousers, outline, max(2, int(round(0.11 * scale))))
 
 
 # Lines of the figure, back to front: (joint a, joint b, garment); the torso and head go in between.
@@ -342,12 +356,20 @@ def _draw(img: np.ndarray, kind: str, pts, colour, size: float, grow: int) -> No
         cv2.circle(img, pts[0], radius, colour, -1, cv2.LINE_AA, _SHIFT)
 
 
-def _ball_track(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray, float]:
-    """Centres [T, 2] of a ball bouncing off the canvas walls, and its radius."""
+def _ball_track(rng: np.random.Generator, frames: int, size: int, max_speed: float = 0.04) -> tuple[np.ndarray, float]:
+    """Centres [T, 2] of a ball bouncing off the canvas walls, and its radius.
+
+    Args:
+        rng: the video's stream.
+        frames: T.
+        size: canvas side in pixels.
+        max_speed: top speed in canvas sides per frame (the speed is drawn in [max_speed / 4, max_speed]);
+            0 leaves the ball still.
+    """
     radius = rng.uniform(0.04, 0.09) * size
     lo, hi = radius, size - radius
     pos = rng.uniform(lo, hi, 2)
-    speed = rng.uniform(0.01, 0.04) * size
+    speed = rng.uniform(max_speed / 4, max_speed) * size
     angle = rng.uniform(0, 2 * np.pi)
     vel = speed * np.array([np.cos(angle), np.sin(angle)])
     track = np.empty((frames, 2))
@@ -404,15 +426,21 @@ def _place(joints: np.ndarray, rng: np.random.Generator, size: int) -> tuple[flo
     return scale, rng.uniform(slack_lo, np.maximum(slack_lo, slack_hi))
 
 
-def render_video(action: str, rng: np.random.Generator, frames: int, size: int
+def render_video(action: str, rng: np.random.Generator, frames: int, size: int,
+                 scene_rng: np.random.Generator | None = None, ball_speed: float = 0.04
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one synthetic video in memory.
 
     Args:
         action: one of ACTIONS.
-        rng: the video's random stream (all nuisances are drawn from it).
+        rng: the video's random stream (every nuisance not taken from `scene_rng` is drawn from it).
         frames: number of frames T.
         size: frame height and width in pixels.
+        scene_rng: a fresh stream of the video's scene: the figure's size and place in the frame, the
+            background, clothing colours and the ball's colour and depth are drawn from it, so videos
+            given equal streams share their look.
+            None: the look is drawn from `rng` (every video its own scene).
+        ball_speed: the ball's top speed in frame sides per frame; 0 leaves it still.
     Returns:
         frames `[T, H, W, 3]` uint8 RGB, keypoints `[T, 17, 3]` float32 (x, y normalised,
         visibility 0/1), masks `[T, H, W]` uint8 (1 = person).
@@ -424,12 +452,13 @@ def render_video(action: str, rng: np.random.Generator, frames: int, size: int
     body = pose_trajectory(action, frames, motion)
     margin = max(1, int(round(0.03 * size)))
     canvas = size + 2 * margin
-    scale, offset = _place(body, rng, size)
+    look = rng if scene_rng is None else scene_rng
+    scale, offset = _place(body, look, size)  # a scene keeps its camera: the figure's size and spot
     joints = body * scale + offset + margin  # canvas pixels [T, 17, 2]
-    background = _make_background(rng, canvas)
-    style = _sample_style(rng, background, scale)
-    ball, ball_r = _ball_track(rng, frames, canvas)
-    ball_colour, ball_in_front = _random_colour(rng, sat=(0.5, 1.0), val=(0.5, 1.0)), rng.random() < 0.5
+    background = _make_background(look, canvas)
+    style = _sample_style(look, background, scale)
+    ball, ball_r = _ball_track(rng, frames, canvas, ball_speed)
+    ball_colour, ball_in_front = _random_colour(look, sat=(0.5, 1.0), val=(0.5, 1.0)), look.random() < 0.5
     origin = margin + _camera_pan(rng, frames, margin)  # canvas position of each frame's top-left [T, 2]
     gain = _brightness_gain(rng, frames)
 
@@ -491,13 +520,9 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)  # zip entries carry a fixed date, so bytes are reproducible
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # zip entries carry a fixed date, so bytes are reproducible
+    atomic_write(path, buffer.getbuffer())
 
 
 def video_name(action: str, index: int) -> str:
@@ -505,7 +530,22 @@ def video_name(action: str, index: int) -> str:
     return f"{action}_v{index:03d}"
 
 
-def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int) -> None:
+def scene_stream(seed: int, scenes: int, class_idx: int, video_idx: int) -> np.random.Generator | None:
+    """The stream of the scene a video is set in: one of `scenes` looks, picked independently of the class.
+
+    Args:
+        seed: dataset seed.
+        scenes: size of the pool of looks; 0 gives every video a look of its own (returns None).
+        class_idx, video_idx: the video.
+    """
+    if scenes <= 0:
+        return None
+    scene = int(np.random.default_rng([seed, _SCENE_CHOICE_STREAM, class_idx, video_idx]).integers(scenes))
+    return np.random.default_rng([seed, _SCENE_STREAM, scene])
+
+
+def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int, scenes: int = 0,
+             ball_speed: float = 0.04) -> None:
     """Render and write one video and its annotation.
 
     Args:
@@ -514,11 +554,14 @@ def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int)
         seed: dataset seed.
         frames: frames per video.
         size: frame size in pixels.
+        scenes: size of the pool of looks the videos share (0: every video its own).
+        ball_speed: the ball's top speed in frame sides per frame (0: a still ball).
     """
     class_idx, video_idx = job
     action = ACTIONS[class_idx]
     rng = np.random.default_rng([seed, class_idx, video_idx])
-    video, keypoints, masks = render_video(action, rng, frames, size)
+    video, keypoints, masks = render_video(action, rng, frames, size, scene_stream(seed, scenes, class_idx, video_idx),
+                                           ball_speed)
     name = video_name(action, video_idx)
     (out / "videos" / action).mkdir(parents=True, exist_ok=True)
     (out / "annotations" / action).mkdir(parents=True, exist_ok=True)
@@ -555,7 +598,7 @@ def write_splits(out: Path, classes: int, videos_per_class: int, test_fraction: 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("Generate the synthetic stick-figure action dataset", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     data = parser.add_argument_group("dataset")
     data.add_argument("--out", type=Path, required=True, help="output root (videos/, splits/, annotations/)")
     data.add_argument("--classes", type=int, default=10, help=f"number of classes, the first k of {len(ACTIONS)}")
@@ -565,6 +608,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     video = parser.add_argument_group("video")
     video.add_argument("--frames", type=int, default=64, help="frames per video")
     video.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
+    video.add_argument("--scenes", type=int, default=0,
+                       help="videos share their look (figure size and place, background, clothes, ball colour) from a pool of this many "
+                            "scenes, picked independently of the class, as clips cut from the same footage do; "
+                            "0: every video its own look")
+    video.add_argument("--ball_speed", type=float, default=0.04,
+                       help="top speed of the distracting ball, in frame sides per frame (0: a still ball that only occludes)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     return parser
@@ -579,6 +628,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--test_fraction must lie in (0, 1), got {args.test_fraction}")
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.ball_speed < 0:
+        raise ValueError(f"--ball_speed must be >= 0, got {args.ball_speed}")
+    if args.scenes < 0:
+        raise ValueError(f"--scenes must be >= 0 (0: every video its own look), got {args.scenes}")
     if args.size < 16:
         raise ValueError(f"--size must be >= 16, got {args.size}")
 
@@ -587,7 +640,8 @@ def main(args: argparse.Namespace) -> None:
     _check_args(args)
     out = Path(args.out)
     jobs = [(c, v) for c in range(args.classes) for v in range(args.videos_per_class)]
-    work = partial(make_one, out=out, seed=args.seed, frames=args.frames, size=args.size)
+    work = partial(make_one, out=out, seed=args.seed, frames=args.frames, size=args.size, scenes=args.scenes,
+                   ball_speed=args.ball_speed)
     results = parallel_map(work, jobs, args.workers, desc="synthetic videos")
     failed = [(ACTIONS[c], v, r) for (c, v), r in zip(jobs, results) if isinstance(r, Exception)]
     if failed:
@@ -597,4 +651,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -16,7 +16,9 @@ import re
 from pathlib import Path
 
 from process_data.common import atomic_write_text, count_frames, list_video_dirs
-from utils.video_data import read_class_index
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter, canonical_dataset
+from utils.layout import read_class_index
 
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "jhmdb", "synthetic", "folder")
 SPLIT_IDS = (1, 2, 3)
@@ -211,9 +213,11 @@ def default_out(dataset: str) -> Path:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command line of write_csv.py."""
-    parser = argparse.ArgumentParser("Write train/test split csv files and classInd.txt", add_help=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, required=True, help="split file format to read")
+    data.add_argument("--dataset", choices=DATASETS, type=canonical_dataset, required=True,
+                      help="split file format to read (the original code's hmdb, kinetics and k400 name hmdb51 and "
+                      "kinetics400)")
     data.add_argument("--frame_root", type=Path, required=True, help="frame root with <class>/<video>/image_00001.jpg "
                       "(kinetics400: with train/ and val/ inside)")
     data.add_argument("--split_root", type=Path, default=None,
@@ -274,4 +278,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -12,11 +12,13 @@ import argparse
 from pathlib import Path
 
 from utils.checkpoint import atomic_save, load_checkpoint, original_state_dict, state_dict_of
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The two paths."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by train/model_trainer.py or test/test.py")
     parser.add_argument("out", type=Path, help="where to write the original-layout checkpoint")
     return parser
@@ -32,4 +34,4 @@ def main(args: argparse.Namespace) -> Path:
 
 
 if __name__ == "__main__":
-    print(main(get_args_parser().parse_args()))
+    run_cli(lambda args: print(main(args)), get_args_parser())

@@ -1,11 +1,17 @@
-"""Keypoint heatmaps and person masks: the rendering helpers and extract_features.py's two backends."""
+"""Keypoint heatmaps and person masks: the rendering helpers and extract_features.py's three backends."""
+import pickle
+import sys
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from process_data.extract_features import get_args_parser, main
-from process_data.keypoints import COCO_KEYPOINTS, COCO_SKELETON, render_heatmaps, resize_mask
+from process_data.extract_features import MediapipeBackend, MediapipeMissing, get_args_parser, main
+from process_data.keypoints import (
+    BLAZEPOSE_TO_COCO, COCO_KEYPOINTS, COCO_SKELETON, coco_from_blazepose, render_heatmaps, resize_mask,
+)
 from process_data.make_synthetic import render_video
 from utils.views import view_dir
 
@@ -196,3 +202,62 @@ def test_missing_weights_file_names_the_flag(tmp_path, untrained_weights):
     with pytest.raises(FileNotFoundError, match="--seg_weights"):
         _run("--frame_root", tmp_path / "frame", "--kp_weights", untrained_weights[0],
              "--seg_weights", tmp_path / "nope.pth")
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="mediapipe 0.10.21 has no wheel for Python 3.13+")
+def test_blazepose_to_coco_names_the_same_joints():
+    from mediapipe.python.solutions.pose import PoseLandmark
+
+    assert [PoseLandmark(i).name.lower() for i in BLAZEPOSE_TO_COCO] == list(COCO_KEYPOINTS)
+
+
+def _blazepose(visibility: np.ndarray) -> np.ndarray:
+    """[33, 4] landmarks: landmark i at the centre of pixel (x=i, y=10) of a 20 x 40 map, with the given
+    COCO joints' visibility."""
+    landmarks = np.zeros((33, 4), np.float32)
+    landmarks[:, 0], landmarks[:, 1] = (np.arange(33) + 0.5) / 40, 10.5 / 20
+    landmarks[list(BLAZEPOSE_TO_COCO), 3] = visibility
+    return landmarks
+
+
+def test_coco_from_blazepose_maps_and_gates():
+    visibility = np.full(17, 0.9, np.float32)
+    visibility[11:] = 0.1  # hips, knees and ankles out of view: a head-and-shoulders shot
+    kp = coco_from_blazepose(_blazepose(visibility), min_visibility=0.5, min_joints=4)
+    assert kp.shape == (1, 17, 3)
+    assert np.allclose(kp[0, :, 0], (np.array(BLAZEPOSE_TO_COCO) + 0.5) / 40) and np.allclose(kp[0, :, 1], 0.525)
+    assert kp[0, :, 2].tolist() == [1.0] * 11 + [0.0] * 6
+    visibility[3:] = 0.1  # 3 visible joints: too uncertain to be a person
+    assert coco_from_blazepose(_blazepose(visibility), 0.5, 4).shape == (0, 17, 3)
+    with pytest.raises(ValueError, match=r"\[33, 4\]"):
+        coco_from_blazepose(np.zeros((17, 4)), 0.5, 4)
+
+
+def _landmark_list(landmarks: np.ndarray) -> SimpleNamespace:
+    """Something shaped like MediaPipe's NormalizedLandmarkList."""
+    return SimpleNamespace(landmark=[SimpleNamespace(x=x, y=y, z=z, visibility=v) for x, y, z, v in landmarks])
+
+
+def test_mediapipe_views_of_one_result():
+    backend = MediapipeBackend(min_confidence=0.8, min_visibility=0.5, min_joints=4, sigma=1.0)
+    mask = np.zeros((40, 80), np.float32)
+    mask[:, 40:] = 1.0001  # MediaPipe's float masks may overshoot 1 by rounding
+    hm, seg = backend.views(_landmark_list(_blazepose(np.full(17, 0.9))), mask, (20, 40))
+    assert hm.shape == (17, 20, 40) and seg.shape == (20, 40) and hm.dtype == seg.dtype == np.uint8
+    for k, landmark in enumerate(BLAZEPOSE_TO_COCO):  # each COCO joint peaks where its BlazePose landmark is
+        assert hm[k, 10, landmark] == 255
+    assert (seg[:, 20:] == 255).all() and not seg[:, :20].any()
+    # No detection, or a person that fails the gate: both views empty, not a false person.
+    for landmarks in (None, _landmark_list(_blazepose(np.full(17, 0.2)))):
+        hm, seg = backend.views(landmarks, mask, (20, 40))
+        assert not hm.any() and not seg.any()
+    assert pickle.loads(pickle.dumps(backend)).min_joints == 4  # workers get it by pickling; each builds its models
+
+
+def test_mediapipe_missing_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe now raises ImportError
+    _write_frames(tmp_path / "frame/a/v", np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(MediapipeMissing, match=r"requirements-mediapipe.txt"):
+        _run("--frame_root", tmp_path / "frame", "--backend", "mediapipe")
+    with pytest.raises(ValueError, match="--mp_confidence"):
+        _run("--frame_root", tmp_path / "frame", "--backend", "mediapipe", "--mp_confidence", "1.5")

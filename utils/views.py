@@ -1,7 +1,8 @@
 """The views CoCon learns from: their channels, where they live on disk and how big they are fed.
 
 A view of a video is found from its RGB frame folder: the tree ``<root>/<dataset>/frame/<class>/<video>``
-has siblings ``flow/``, ``farne/``, ``heatmaps/`` and ``segmasks/`` under the same dataset root.
+has siblings ``flow/``, ``farne/``, ``heatmaps/`` and ``segmasks/`` under the same dataset root
+(:func:`utils.layout.sibling_folder`, torch-free for the preprocessing scripts).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from backbone.select_backbone import BACKBONES
 from process_data.keypoints import FLIP_PERMUTATION
+from utils.layout import sibling_folder  # re-exported: the views are found through it
 
 
 @dataclass(frozen=True)
@@ -79,26 +81,6 @@ def view_backbone(view: str, net: str) -> str:
     if view == "imgs" or net not in BACKBONES:
         return net
     return min(net, "resnet18", key=BACKBONES.index)  # BACKBONES is in depth order
-
-
-def sibling_folder(path: str | Path, folder: str) -> Path:
-    """``path`` with its last component named ``frame`` swapped for ``folder``.
-
-    ``…/ucf101/frame/Run/v1`` → ``…/ucf101/flow/Run/v1``; ``…/kinetics400/frame/train`` →
-    ``…/kinetics400/flow/train``. This is how every view is found from the RGB frames.
-
-    Raises:
-        ValueError: when ``path`` has no ``frame`` component (the layout of SPEC.md).
-    """
-    parts = list(Path(path).parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "frame":
-            parts[i] = folder
-            return Path(*parts)
-    raise ValueError(
-        f"cannot locate the '{folder}' tree beside {path}: frames must sit under a "
-        f"'.../frame/<class>/<video>' tree with a sibling '{folder}/' tree"
-    )
 
 
 def view_dir(frame_dir: str | Path, view: str) -> Path:

@@ -1,0 +1,83 @@
+"""Command-line conventions shared by every script, without torch.
+
+- :class:`HelpFormatter`: ``--help`` keeps the description's line breaks and shows every default.
+- :func:`canonical_dataset`: the original code's dataset names (``hmdb``, ``kinetics``, DPC's ``k400``)
+  are accepted wherever a dataset is named and mean this repo's ``hmdb51`` and ``kinetics400``.
+- :func:`add_gpu_flag` / :func:`select_gpus`: DPC's and the original CoCon's ``--gpu 0,1`` picks the
+  visible CUDA devices, so their command lines keep working.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# The original CoCon and DPC name datasets these ways; the split lists live under the canonical name.
+DATASET_ALIASES = {"hmdb": "hmdb51", "kinetics": "kinetics400", "k400": "kinetics400", "ucf": "ucf101"}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout and appends ``(default: …)`` to every option that has one.
+
+    Options whose default is ``None`` (unset: the help text says what happens) get no suffix.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or "%(default)" in help_text:
+            return help_text
+        if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def canonical_dataset(name: str) -> str:
+    """This repo's name of a dataset: ``hmdb`` → ``hmdb51``, ``kinetics``/``k400`` → ``kinetics400``, ``ucf`` → ``ucf101``.
+
+    Other names (``ucf101``, ``synthetic``, a dataset of your own) are returned unchanged.
+
+    Args:
+        name: a dataset name as given on the command line.
+    """
+    return DATASET_ALIASES.get(name, name)
+
+
+def gpu_list(spec: str) -> str:
+    """Parse ``--gpu``: comma-separated CUDA device ids (``0`` or ``0,1``), returned normalised.
+
+    Args:
+        spec: the flag's value.
+    Raises:
+        argparse.ArgumentTypeError: not a list of non-negative integers.
+    """
+    ids = [part.strip() for part in spec.split(",")]
+    if not ids or not all(part.isdigit() for part in ids):
+        raise argparse.ArgumentTypeError(f"expected comma-separated device ids such as 0 or 0,1, got {spec!r}")
+    return ",".join(ids)
+
+
+def add_gpu_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add DPC's ``--gpu 0,1`` (the visible CUDA devices; unset keeps ``CUDA_VISIBLE_DEVICES`` as it is).
+
+    Args:
+        parser: the parser or argument group to add it to.
+    """
+    parser.add_argument("--gpu", type=gpu_list, default=None,
+                        help="CUDA devices to use, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES, as DPC's and the original "
+                        "CoCon's flag did; default: every visible device)")
+
+
+def select_gpus(spec: str | None) -> None:
+    """Make only the devices of ``--gpu`` visible to this process, before CUDA starts.
+
+    Args:
+        spec: the normalised ``--gpu`` value, or None to leave ``CUDA_VISIBLE_DEVICES`` unchanged.
+    Raises:
+        RuntimeError: CUDA was already initialised in this process, so the choice could not take effect.
+    """
+    if spec is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError(f"--gpu {spec} came after CUDA was initialised; set CUDA_VISIBLE_DEVICES={spec} instead")
+    os.environ["CUDA_VISIBLE_DEVICES"] = spec
