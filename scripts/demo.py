@@ -1,13 +1,16 @@
 """The whole CoCon story on the built-in synthetic dataset, with the project's own CLI scripts.
 
-    python scripts/demo.py                       # what `make demo` runs (one seed, CPU sizes)
-    python scripts/demo.py --seeds 0 1 2 --out runs/demo_3seeds --epochs 12 --ft_epochs 12
+    python scripts/demo.py                                                          # `make demo`: one seed, frozen evaluation
+    python scripts/demo.py --seeds 0 1 2 --ft_epochs 3 --ceiling_epochs 20 --out runs/science   # the science run
 
 1. data: make_synthetic.py -> extract_frame.py -> write_csv.py -> extract_flow.py -> extract_features.py
-2. pretrain, same backbone/epochs/batch: (a) CoCon on imgs_flow_seg_kphm, (b) DPC on imgs alone
-3. evaluate the RGB encoders of (a), (b) and (c) random init: fine-tune + whole-video test (top-1) and
-   retrieval (R@1, R@5); fine-tune CoCon's other views and fuse the four into the view ensemble
-4. a table shaped like the paper's Table 6: results.md, results.json and results.png in --out
+2. pretrain, same backbone/epochs/batch: (a) CoCon on --views (default imgs_flow_kphm), (b) DPC on imgs alone
+3. evaluate every encoder frozen — kNN retrieval (R@1 = 1-nearest-neighbour accuracy) and a linear probe — for
+   (c) random init, DPC, and each CoCon view; with --ft_epochs, also fine-tune each and test on whole videos,
+   and fuse CoCon's views into the ensemble; with --ceiling_epochs, train RGB from scratch with labels
+4. results.md / results.json (mean ± std over seeds), results.png, learning_curves.png (pretraining and
+   fine-tuning curves, per-term gradient norms into RGB, similarity agreement) and similarity.png (one
+   batch's block-similarity matrices before and after CoCon) in --out
 
 Every step is a subprocess running one of the repo's scripts; the exact commands are written to
 <out>/commands.sh and each step's time to <out>/timings.json.
@@ -25,23 +28,30 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter
 from utils.evaluation import write_json, write_text
 from utils.metrics import save_figure
 
 REPO = Path(__file__).resolve().parents[1]
-COCON_VIEWS = ("imgs", "flow", "seg", "kphm")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data_root", type=Path, default=REPO / "data" / "synthetic", help="dataset folder")
     data.add_argument("--classes", type=int, default=10, help="synthetic classes")
     data.add_argument("--videos_per_class", type=int, default=30, help="synthetic videos per class")
     data.add_argument("--frames", type=int, default=64, help="frames per synthetic video")
+    data.add_argument("--scenes", type=int, default=6,
+                      help="looks (figure size and place, background, clothes) the synthetic videos share, "
+                      "independently of the class")
+    data.add_argument("--ball_speed", type=float, default=0.0,
+                      help="top speed of the synthetic videos' distracting ball (frame sides per frame; 0: still)")
     data.add_argument("--flow_method", default="dis", choices=("tvl1", "farneback", "dis"),
                       help="optical flow of the flow view (dis: ~150 pairs/s here; tvl1: ~2)")
     model = parser.add_argument_group("model and schedule")
+    model.add_argument("--views", default="imgs_flow_kphm", help="CoCon's views, joined by '_' (imgs first)")
     model.add_argument("--net", default="resnet10", help="backbone of every encoder")
     model.add_argument("--img_dim", type=int, default=32, help="input side of every view (CPU-sized)")
     model.add_argument("--num_seq", type=int, default=5, help="blocks per clip")
@@ -49,9 +59,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--pred_step", type=int, default=2, help="predicted blocks")
     model.add_argument("--ds", type=int, default=2, help="frame stride")
     model.add_argument("--batch_size", type=int, default=16, help="clips per step")
-    model.add_argument("--epochs", type=int, default=4, help="pretraining epochs (CoCon and DPC alike)")
-    model.add_argument("--ft_epochs", type=int, default=5, help="fine-tuning epochs")
+    model.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
+    model.add_argument("--temp_division", default="once", choices=("twice", "once"),
+                       help="CPC scores <p, z>/T^2 (twice, the original's) or /T (once)")
+    model.add_argument("--epochs", type=int, default=8, help="pretraining epochs (CoCon and DPC alike)")
+    model.add_argument("--ft_epochs", type=int, default=0,
+                       help="fine-tuning epochs of every encoder, then whole-video test and the view ensemble (0: frozen "
+                            "evaluation only, as `make demo`)")
     model.add_argument("--ft_lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    model.add_argument("--ceiling_epochs", type=int, default=0,
+                       help="epochs of the supervised RGB ceiling (from scratch, first seed only; 0: skip)")
     run = parser.add_argument_group("run")
     run.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; the table gives mean ± std")
     run.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
@@ -83,7 +100,7 @@ def prepare_data(run: Runner, args: argparse.Namespace) -> Path:
     root = args.data_root
     if not (root / "splits" / "classInd.txt").is_file():
         run("make synthetic videos", "process_data/make_synthetic.py", "--out", root, "--classes", args.classes,
-            "--videos_per_class", args.videos_per_class, "--frames", args.frames, "--workers", 2)
+            "--videos_per_class", args.videos_per_class, "--frames", args.frames, "--scenes", args.scenes, "--ball_speed", args.ball_speed, "--workers", 2)
     run("extract frames", "process_data/extract_frame.py", "--video_root", root / "videos",
         "--frame_root", root / "frame", "--dim", 128, "--workers", 2)
     csv_root = args.out / "csv"
@@ -100,35 +117,35 @@ def prepare_data(run: Runner, args: argparse.Namespace) -> Path:
 def common_flags(args: argparse.Namespace, csv_root: Path, seed: int) -> list[object]:
     return ["--dataset", "synthetic", "--csv_root", csv_root, "--net", args.net, "--img_dim", args.img_dim,
             "--num_seq", args.num_seq, "--seq_len", args.seq_len, "--ds", args.ds, "--seed", seed,
-            "--num_workers", args.num_workers]
+            "--num_workers", args.num_workers, "--batch_size", args.batch_size]
 
 
 def pretrain(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str, views: str) -> Path:
     """Pretrain one method; return its model/ folder."""
     save_dir = args.out / f"seed{seed}" / "pretrain" / name
     run(f"seed {seed}: pretrain {name} ({views})", "train/model_trainer.py", *common_flags(args, csv_root, seed),
-        "--modalities", views, "--pred_step", args.pred_step, "--batch_size", args.batch_size,
-        "--epochs", args.epochs, "--save_dir", save_dir, "--prefix", name, "--ft_freq", args.epochs,
-        "--vis_log_freq", 100)
+        "--modalities", views, "--pred_step", args.pred_step, "--epochs", args.epochs, "--lr", args.lr,
+        "--temp_division", args.temp_division, "--save_dir", save_dir, "--prefix", name, "--ft_freq", 0,
+        "--vis_log_freq", 100, "--cache_frames")
     return only(save_dir.glob("*/model"))
 
 
 def finetune(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str, view: str,
-             pretrained: Path | str) -> dict:
+             pretrained: Path | str, epochs: int) -> dict:
     """Fine-tune one view's encoder and test it on whole videos; return the test results."""
     save_dir = args.out / f"seed{seed}" / "finetune" / f"{name}_{view}"
     run(f"seed {seed}: fine-tune + test {name} {view}", "test/test.py", *common_flags(args, csv_root, seed),
-        "--modality", view, "--pretrain", pretrained, "--batch_size", args.batch_size, "--epochs", args.ft_epochs,
-        "--lr", args.ft_lr, "--save_dir", save_dir)
+        "--modality", view, "--pretrain", pretrained, "--epochs", epochs, "--lr", args.ft_lr,
+        "--save_dir", save_dir, "--cache_frames")
     return json.loads(only(save_dir.glob("*/eval/*/test_results.json")).read_text())
 
 
-def retrieval(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str,
-              pretrained: Path | str) -> dict:
-    out_dir = args.out / f"seed{seed}" / "retrieval" / name
-    run(f"seed {seed}: retrieval {name} imgs", "test/test.py", *common_flags(args, csv_root, seed),
-        "--modality", "imgs", "--pretrain", pretrained, "--retrieval", "--linear_probe",
-        "--batch_size", args.batch_size, "--out_dir", out_dir)
+def frozen_eval(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str, view: str,
+                pretrained: Path | str) -> dict:
+    """kNN retrieval (R@1 = 1-nearest-neighbour accuracy) and linear probe of a frozen encoder."""
+    out_dir = args.out / f"seed{seed}" / "frozen" / f"{name}_{view}"
+    run(f"seed {seed}: frozen kNN + linear probe {name} {view}", "test/test.py", *common_flags(args, csv_root, seed),
+        "--modality", view, "--pretrain", pretrained, "--retrieval", "--linear_probe", "--out_dir", out_dir)
     recall = json.loads((out_dir / "retrieval.json").read_text())["recall"]
     probe = json.loads((out_dir / "linear_probe.json").read_text())
     return {"R@1": recall["1"], "R@5": recall["5"], "linear_probe": probe["test_top1"]}
@@ -151,32 +168,39 @@ def only(paths) -> Path:
 
 def one_seed(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int) -> dict[str, dict]:
     """Every row of the table for one training seed."""
-    cocon = pretrain(run, args, csv_root, seed, "cocon", "_".join(COCON_VIEWS))
+    views = args.views.split("_")
+    cocon = pretrain(run, args, csv_root, seed, "cocon", args.views)
     dpc = pretrain(run, args, csv_root, seed, "dpc", "imgs")
-    encoders = {"random init": "random", "DPC": dpc / "mode_imgs_best.pth.tar",
-                "CoCon RGB": cocon / "mode_imgs_best.pth.tar"}
+    encoders = {"random init": ("imgs", "random"), "DPC": ("imgs", dpc / "mode_imgs_best.pth.tar"),
+                **{f"CoCon {VIEW_NAMES[v]}": (v, cocon / f"mode_{v}_best.pth.tar") for v in views}}
     rows: dict[str, dict] = {}
     cocon_probs: dict[str, str] = {}
-    for method, checkpoint in encoders.items():
+    for method, (view, checkpoint) in encoders.items():
         name = method.split()[0].lower()
-        test = finetune(run, args, csv_root, seed, name, "imgs", checkpoint)
-        rows[method] = {"top1": test["top1"], **retrieval(run, args, csv_root, seed, name, checkpoint)}
-        if method == "CoCon RGB":
-            cocon_probs["imgs"] = test["probs"]
-    for view in COCON_VIEWS[1:]:
-        test = finetune(run, args, csv_root, seed, "cocon", view, cocon / f"mode_{view}_best.pth.tar")
-        cocon_probs[view] = test["probs"]
-        rows[f"CoCon {view} alone"] = {"top1": test["top1"]}
-    rows["CoCon ensemble"] = {"top1": ensemble(run, args, csv_root, seed, cocon_probs)["top1"]}
+        rows[method] = frozen_eval(run, args, csv_root, seed, name, view, checkpoint)
+        if args.ft_epochs:
+            test = finetune(run, args, csv_root, seed, name, view, checkpoint, args.ft_epochs)
+            rows[method]["top1"] = test["top1"]
+            if name == "cocon":
+                cocon_probs[view] = test["probs"]
+    if cocon_probs:
+        rows["CoCon ensemble"] = {"top1": ensemble(run, args, csv_root, seed, cocon_probs)["top1"]}
     return rows
 
 
+def supervised_ceiling(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int) -> dict[str, dict]:
+    """The RGB encoder trained from scratch with labels for --ceiling_epochs: what RGB can reach at this input size."""
+    test = finetune(run, args, csv_root, seed, "ceiling", "imgs", "random", args.ceiling_epochs)
+    return {"supervised RGB ceiling": {"top1": test["top1"]}}
+
+
+VIEW_NAMES = {"imgs": "RGB", "flow": "flow", "seg": "seg", "kphm": "kphm"}
 TABLE_ROWS = (
-    ("random init", "1", "–"), ("DPC", "1 (imgs)", "synthetic"), ("CoCon RGB", "4", "synthetic"),
-    ("CoCon flow alone", "4", "synthetic"), ("CoCon seg alone", "4", "synthetic"),
-    ("CoCon kphm alone", "4", "synthetic"), ("CoCon ensemble", "4", "synthetic"),
+    ("random init", "1", "–"), ("DPC", "1 (imgs)", "synthetic"), ("CoCon RGB", "V", "synthetic"),
+    ("CoCon flow", "V", "synthetic"), ("CoCon seg", "V", "synthetic"), ("CoCon kphm", "V", "synthetic"),
+    ("CoCon ensemble", "V", "synthetic"), ("supervised RGB ceiling", "1", "– (labels)"),
 )
-METRICS = (("top1", "top-1 %"), ("R@1", "R@1 %"), ("R@5", "R@5 %"), ("linear_probe", "linear probe %"))
+METRICS = (("R@1", "frozen kNN R@1 %"), ("linear_probe", "linear probe %"), ("top1", "fine-tuned top-1 %"))
 
 
 def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
@@ -201,45 +225,94 @@ def markdown_table(table: dict, args: argparse.Namespace) -> str:
     seeds = ", ".join(map(str, args.seeds))
     lines = [
         f"Synthetic dataset ({args.classes} classes × {args.videos_per_class} videos), {args.net} at {args.img_dim} px, "
-        f"{args.num_seq}×{args.seq_len} frames (stride {args.ds}), pretrain {args.epochs} epochs, fine-tune "
-        f"{args.ft_epochs} epochs; flow view: {args.flow_method} optical flow; seeds {seeds}"
-        + (" (mean ± std)" if len(args.seeds) > 1 else "") + ".",
+        f"{args.num_seq}×{args.seq_len} frames (stride {args.ds}), batch {args.batch_size}, pretrain {args.epochs} "
+        f"epochs (CPC scores divided by T {args.temp_division}), fine-tune {args.ft_epochs} epochs (ceiling: "
+        f"{args.ceiling_epochs}, seed {args.seeds[0]}); flow view: {args.flow_method} optical flow; seeds {seeds}"
+        + (" (mean ± std)" if len(args.seeds) > 1 else "") + f"; chance {100 / args.classes:.0f} %.",
         "",
         "| method | views | pretrain | " + " | ".join(label for _, label in METRICS) + " |",
         "|---|---|---|" + "---:|" * len(METRICS),
     ]
     for method, views, data in TABLE_ROWS:
-        cells = [fmt(table.get(method, {}).get(metric)) for metric, _ in METRICS]
-        lines.append(f"| {method} | {views} | {data} | " + " | ".join(cells) + " |")
+        if method in table:
+            cells = [fmt(table[method].get(metric)) for metric, _ in METRICS]
+            views = views.replace("V", str(len(args.views.split("_"))))  # CoCon's rows: its number of views
+            lines.append(f"| {method} | {views} | {data} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def bar_chart(table: dict, path: Path, title: str, chance: float) -> Path:
+    """Mean ± std of each metric for the RGB encoders and the ensemble, with the chance level."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = ["random init", "DPC", "CoCon RGB", "CoCon ensemble"]
-    metrics = [("top1", "fine-tuned top-1"), ("R@1", "retrieval R@1")]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.38
+    methods = [m for m in ("random init", "DPC", "CoCon RGB", "CoCon ensemble", "supervised RGB ceiling") if m in table]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(METRICS)
     x = np.arange(len(methods))
-    for i, (metric, label) in enumerate(metrics):
-        values = [table.get(m, {}).get(metric) for m in methods]
+    for i, (metric, label) in enumerate(METRICS):
+        values = [table[m].get(metric) for m in methods]
         means = [np.mean(v) if v else 0 for v in values]
         errors = [np.std(v, ddof=1) if v and len(v) > 1 else 0 for v in values]
-        bars = ax.bar(x + (i - 0.5) * width, means, width, yerr=errors, capsize=3, label=label)
+        bars = ax.bar(x + (i - (len(METRICS) - 1) / 2) * width, means, width, yerr=errors, capsize=3, label=label)
         for bar, v in zip(bars, values):
             if v:
                 ax.annotate(f"{np.mean(v):.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:.0f}%)")
-    ax.set_xticks(x, methods)
+    ax.set_xticks(x, [m.replace("supervised RGB ceiling", "supervised\nceiling") for m in methods], fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def learning_curves(out: Path, seeds: list[int], path: Path) -> Path:
+    """Pretraining curves of DPC and CoCon (validation CPC top-1 of RGB, the gradient each loss kind sends into
+    the RGB backbone, RGB's similarity agreement with the other views) and fine-tuning curves of the three methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    colours = {"dpc": "tab:orange", "cocon": "tab:green", "random": "tab:blue"}
+    for seed in seeds:
+        for method in ("dpc", "cocon"):
+            log_path = next((out / f"seed{seed}" / "pretrain" / method).glob("*/log.jsonl"), None)
+            records = read_jsonl(log_path) if log_path else []
+            epochs = [r["epoch"] for r in records]
+            label = method.upper() if method == "dpc" else "CoCon"
+            axes[0].plot(epochs, [100 * r["val"]["cpc_top1/imgs"] for r in records], color=colours[method],
+                         label=label if seed == seeds[0] else None)
+            if method == "cocon":
+                for kind, style in (("cpc", "-"), ("sync", "--"), ("coop", ":")):
+                    axes[1].plot(epochs, [r["train"].get(f"grad_norm/imgs/{kind}", np.nan) for r in records],
+                                 style, color="tab:green", label=kind if seed == seeds[0] else None)
+                for view, colour in (("flow", "tab:purple"), ("seg", "tab:gray"), ("kphm", "tab:red")):
+                    axes[2].plot(epochs, [r["val"].get(f"agree/imgs-{view}", np.nan) for r in records], color=colour,
+                                 label=f"RGB vs {view}" if seed == seeds[0] else None)
+        for method in ("random", "dpc", "cocon"):
+            log_path = next((out / f"seed{seed}" / "finetune" / f"{method}_imgs").glob("*/log.jsonl"), None)
+            records = read_jsonl(log_path) if log_path else []
+            axes[3].plot([r["epoch"] for r in records], [100 * r["val"]["top1"] for r in records],
+                         color=colours[method], label={"random": "random init", "dpc": "DPC", "cocon": "CoCon RGB"}[method]
+                         if seed == seeds[0] else None)
+    titles = ("pretraining: val CPC top-1 of RGB (%)", "CoCon: grad norm into RGB backbone", "CoCon: val similarity "
+              "agreement (r)", "fine-tuning RGB: val top-1 (%)")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[1].set_yscale("log")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -250,6 +323,8 @@ def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     csv_root = prepare_data(run, args)
     per_seed = {seed: one_seed(run, args, csv_root, seed) for seed in args.seeds}
+    if args.ceiling_epochs:
+        per_seed[args.seeds[0]].update(supervised_ceiling(run, args, csv_root, args.seeds[0]))
     table = summarise(per_seed)
     markdown = markdown_table(table, args)
     write_text(args.out / "results.md", markdown)
@@ -258,10 +333,14 @@ def main(args: argparse.Namespace) -> dict:
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
     bar_chart(table, args.out / "results.png", f"synthetic actions, {args.net} {args.img_dim}px, {seeds}",
               chance=100 / args.classes)
+    learning_curves(args.out, args.seeds, args.out / "learning_curves.png")
+    cocon_model = only((args.out / f"seed{args.seeds[0]}" / "pretrain" / "cocon").glob("*/model"))
+    run("block-similarity figure", "scripts/draw_similarity.py", "--csv_root", csv_root, "--model_dir", cocon_model,
+        "--out", args.out / "similarity.png")
     print("\n" + markdown)
-    print(f"total {time.perf_counter() - start:.0f} s; results, chart and TensorBoard logs (*/img/) under {args.out}")
+    print(f"total {time.perf_counter() - start:.0f} s; results, figures and TensorBoard logs (*/img/) under {args.out}")
     return table
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

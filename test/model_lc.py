@@ -15,6 +15,7 @@ from torch import nn
 
 from backbone.convrnn import ConvGRU
 from backbone.select_backbone import select_resnet
+from utils.precision import match_layout
 
 TRAIN_WHAT = ("all", "ft", "last")
 
@@ -71,7 +72,7 @@ class LinearClassifier(nn.Module):
         if block.dim() != 6 or block.shape[2] != self.in_channels:
             raise ValueError(f"expected blocks [B, N, {self.in_channels}, SL, H, W], got {tuple(block.shape)}")
         b, n, c, sl, h, w = block.shape
-        feature = self.backbone(block.reshape(b * n, c, sl, h, w))  # [B·N, D, t, s, s]
+        feature = self.backbone(match_layout(block.reshape(b * n, c, sl, h, w), self.backbone.conv1))  # [B·N, D, t, s, s]
         feature = F.avg_pool3d(feature, (self.last_duration, 1, 1), stride=1)
         feature = feature.reshape(b, n, self.feature_size, *feature.shape[-2:])  # [B, N, D, s, s]
         if self.l2_norm:

@@ -19,8 +19,31 @@ def test_results_table_mean_and_spread_over_seeds(tmp_path):
     assert demo.fmt([42.0]) == "42.0" and demo.fmt(None) == "–"
     args = demo.get_args_parser().parse_args(["--seeds", "0", "1"])
     markdown = demo.markdown_table(table, args)
-    assert "| random init | 1 | – | 15.0 ± 7.1 | 30.0 ± 14.1 | – | – |" in markdown
-    assert "| CoCon ensemble | 4 | synthetic | 75.0 ± 7.1 | – | – | – |" in markdown
+    # columns: frozen kNN R@1, linear probe, fine-tuned top-1; rows without results are left out
+    assert "| random init | 1 | – | 30.0 ± 14.1 | – | 15.0 ± 7.1 |" in markdown
+    assert "| CoCon ensemble | 3 | synthetic | – | – | 75.0 ± 7.1 |" in markdown  # 3 views by default
+    assert "| DPC |" not in markdown
     assert "flow view: dis optical flow" in markdown and "(mean ± std)" in markdown
     chart = demo.bar_chart(table, tmp_path / "results.png", "test", chance=10)
     assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curves_read_the_runs_logs(tmp_path):
+    pre = tmp_path / "seed0" / "pretrain"
+    for method, views in (("dpc", ["imgs"]), ("cocon", ["imgs", "flow"])):
+        exp = pre / method / "exp"
+        exp.mkdir(parents=True)
+        lines = []
+        for epoch in (1, 2):
+            val = {f"cpc_top1/{v}": 0.1 * epoch for v in views}
+            train = {"grad_norm/imgs/cpc": 1.0, "grad_norm/imgs/coop": 0.1} if method == "cocon" else {}
+            if method == "cocon":
+                val["agree/imgs-flow"] = 0.2 * epoch
+            lines.append(demo.json.dumps({"epoch": epoch, "val": val, "train": train}))
+        (exp / "log.jsonl").write_text("\n".join(lines) + "\n")
+    ft = tmp_path / "seed0" / "finetune" / "random_imgs" / "exp"
+    ft.mkdir(parents=True)
+    (ft / "log.jsonl").write_text(demo.json.dumps({"epoch": 1, "val": {"top1": 0.3}}) + "\n")
+    assert demo.read_jsonl(ft / "log.jsonl")[0]["val"]["top1"] == 0.3
+    figure = demo.learning_curves(tmp_path, [0], tmp_path / "curves.png")
+    assert figure.read_bytes()[:4] == b"\x89PNG"

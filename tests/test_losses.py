@@ -12,6 +12,7 @@ from train.losses import (
     cpc_accuracy,
     cpc_logits,
     cpc_loss,
+    cpc_temperature,
     pool_blocks,
     sync_loss,
 )
@@ -139,7 +140,7 @@ def test_cocon_single_view_is_dpc():
     pred, feature = unit_maps(2, 3, 8, 2, 2, seed=1), unit_maps(2, 5, 8, 2, 2, seed=2)
     total, stats = cocon_loss({"imgs": (pred, feature)}, CoConLossConfig())
     assert set(stats) == {"cpc/imgs", "cpc_top1/imgs", "cpc_top3/imgs", "total"}
-    torch.testing.assert_close(total, cpc_loss(pred, feature[:, -3:], 0.07)[0])
+    torch.testing.assert_close(total, cpc_loss(pred, feature[:, -3:], 0.07**2)[0])
     assert 0.0 <= stats["cpc_top1/imgs"].item() <= stats["cpc_top3/imgs"].item() <= 1.0
 
 
@@ -208,3 +209,23 @@ def test_adam_lowers_total_loss():
 
     losses = [step() for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_cpc_temperature_is_the_originals_square_by_default():
+    assert cpc_temperature(0.07, l2_norm=True) == pytest.approx(0.0049)
+    assert cpc_temperature(0.07, l2_norm=True, division="once") == pytest.approx(0.07)
+    assert cpc_temperature(0.07, l2_norm=False) == 1.0  # raw dot products without --l2_norm
+    with pytest.raises(ValueError, match="--temp_division"):
+        cpc_temperature(0.07, True, "thrice")
+
+
+def test_default_cpc_loss_against_hand_computed_case():
+    # B=2 clips, P=1, s=1, D=2, so M=2 rows:
+    # p0 = z0 = e0, p1 = e1, z1 = (e0 + e1)/sqrt(2). Scores <p, z> / T^2 with T = 0.5 -> divisor 0.25.
+    r = 2**-0.5
+    pred = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 1, 2, 1, 1)
+    target = torch.tensor([[1.0, 0.0], [r, r]]).reshape(2, 1, 2, 1, 1)
+    loss, _ = cocon_loss({"imgs": (pred, target)}, CoConLossConfig(temperature=cpc_temperature(0.5, True)))
+    row0 = -math.log(math.exp(1 / 0.25) / (math.exp(1 / 0.25) + math.exp(r / 0.25)))
+    row1 = -math.log(math.exp(r / 0.25) / (math.exp(0.0) + math.exp(r / 0.25)))
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-5)

@@ -3,6 +3,11 @@
 All functions are pure and vectorised. Under distributed training the trainer all-gathers the
 encoder outputs (with gradient) before calling them, so negatives span the whole global batch.
 
+CPC scores follow the original: with ``--l2_norm`` (unit-length predictions and targets) the predicted
+and the true maps are *each* divided by the temperature T, so a score is ⟨p, z⟩ / T² (an effective
+temperature of 0.0049 at T = 0.07); without ``--l2_norm`` scores are raw dot products. Dividing once,
+⟨p, z⟩ / T, is a common variant, kept behind ``--temp_division once`` (see :func:`cpc_temperature`).
+
 Shapes used throughout:
     pred    [B, P, D, s, s]  predicted maps of the last P blocks
     feature [B, N, D, s, s]  true maps z of all N blocks (CPC targets are z[:, -P:])
@@ -14,6 +19,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+TEMP_DIVISIONS = ("twice", "once")
+
+
+def cpc_temperature(temp: float, l2_norm: bool, division: str = "twice") -> float:
+    """The divisor of the CPC scores ⟨p, z⟩ for the pretraining flags.
+
+    Args:
+        temp: ``--temp``.
+        l2_norm: ``--l2_norm``; without it the original scores raw dot products (divisor 1).
+        division: ``--temp_division``: "twice" (the original: p / T and z / T, so T²) or "once" (T).
+    """
+    if division not in TEMP_DIVISIONS:
+        raise ValueError(f"--temp_division must be one of {TEMP_DIVISIONS}, got {division!r}")
+    if temp <= 0:
+        raise ValueError(f"--temp must be > 0, got {temp}")
+    if not l2_norm:
+        return 1.0
+    return temp**2 if division == "twice" else temp
 
 
 def _flatten_maps(maps: Tensor, name: str) -> Tensor:
@@ -146,20 +171,23 @@ class CoConLossConfig:
     """Weights and settings of the total CoCon loss.
 
     Attributes:
-        temperature: divisor of the CPC scores (`--temp`); 1.0 keeps raw dot products.
+        temperature: divisor of the CPC scores, from :func:`cpc_temperature` (T² by default, as the
+            original); 1.0 keeps raw dot products.
         msync_wt: weight of each view pair's sync loss (`--msync_wt`).
         dot_wt: weight of each view pair's cooperative loss (`--dot_wt`).
         pool: "avg" or "max", how block maps are pooled for the cross-view terms.
     """
 
-    temperature: float = 0.07
+    temperature: float = 0.07**2
     msync_wt: float = 10.0
     dot_wt: float = 10.0
     pool: str = "avg"
 
 
-def cocon_loss(outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total CoCon loss: Σ views CPC + Σ view pairs (msync_wt·sync + dot_wt·coop).
+def cocon_terms(
+    outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Every weighted term of the CoCon loss, kept separate (for per-term gradient diagnostics).
 
     Pairs are the unordered pairs of the dict's view order (itertools.combinations); one view
     gives plain DPC. Views may differ in s but must share B, N and D.
@@ -169,13 +197,14 @@ def cocon_loss(outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig) 
         cfg: loss weights and settings.
 
     Returns:
-        (total loss, stats) where stats holds detached scalars `cpc/<view>`, `cpc_top1/<view>`,
-        `cpc_top3/<view>`, `sync/<a>-<b>`, `coop/<a>-<b>` and `total`.
+        (terms, stats): terms maps `cpc/<view>`, `sync/<a>-<b>` (× msync_wt) and `coop/<a>-<b>`
+        (× dot_wt) to scalar tensors with gradient; stats holds detached, unweighted scalars
+        `cpc/<view>`, `cpc_top1/<view>`, `cpc_top3/<view>`, `sync/<a>-<b>`, `coop/<a>-<b>`.
     """
     if not outputs:
         raise ValueError("outputs: expected at least one view, got an empty dict")
     stats: dict[str, Tensor] = {}
-    terms: list[Tensor] = []
+    terms: dict[str, Tensor] = {}
     pooled: dict[str, Tensor] = {}
     for view, (pred, feature) in outputs.items():
         n_pred = pred.shape[1]
@@ -185,7 +214,7 @@ def cocon_loss(outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig) 
             )
         loss, logits = cpc_loss(pred, feature[:, -n_pred:], cfg.temperature)
         top1, top3 = cpc_accuracy(logits, (1, 3))
-        terms.append(loss)
+        terms[f"cpc/{view}"] = loss
         stats[f"cpc/{view}"] = loss.detach()
         stats[f"cpc_top1/{view}"] = torch.tensor(top1)
         stats[f"cpc_top3/{view}"] = torch.tensor(top3)
@@ -194,9 +223,26 @@ def cocon_loss(outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig) 
     for a, b in itertools.combinations(outputs, 2):
         sync = sync_loss(pooled[a], pooled[b])
         coop = cooperative_loss(pooled[a], pooled[b])
-        terms.append(cfg.msync_wt * sync + cfg.dot_wt * coop)
+        terms[f"sync/{a}-{b}"] = cfg.msync_wt * sync
+        terms[f"coop/{a}-{b}"] = cfg.dot_wt * coop
         stats[f"sync/{a}-{b}"] = sync.detach()
         stats[f"coop/{a}-{b}"] = coop.detach()
-    total = torch.stack(terms).sum()
+    return terms, stats
+
+
+def cocon_loss(outputs: dict[str, tuple[Tensor, Tensor]], cfg: CoConLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total CoCon loss: Σ views CPC + Σ view pairs (msync_wt·sync + dot_wt·coop); see :func:`cocon_terms`.
+
+    Returns:
+        (total loss, stats) where stats holds detached scalars `cpc/<view>`, `cpc_top1/<view>`,
+        `cpc_top3/<view>`, `sync/<a>-<b>`, `coop/<a>-<b>` and `total`.
+    """
+    terms, stats = cocon_terms(outputs, cfg)
+    return total_loss(terms, stats), stats
+
+
+def total_loss(terms: dict[str, Tensor], stats: dict[str, Tensor]) -> Tensor:
+    """The sum of :func:`cocon_terms`' terms; also stored, detached, as ``stats["total"]``."""
+    total = torch.stack(list(terms.values())).sum()
     stats["total"] = total.detach()
-    return total, stats
+    return total

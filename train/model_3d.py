@@ -20,6 +20,7 @@ from torch import nn
 
 from backbone.convrnn import ConvGRU
 from backbone.select_backbone import select_resnet
+from utils.precision import match_layout
 
 __all__ = ["DPCRNN"]
 
@@ -97,7 +98,8 @@ class DPCRNN(nn.Module):
         """
         self._check_block(block)
         b, n, c, sl, h, w = block.shape
-        feature = self.backbone(block.reshape(b * n, c, sl, h, w))  # [B*N, D, ceil(SL/4), h', w']
+        x = match_layout(block.reshape(b * n, c, sl, h, w), self.backbone.conv1)  # channels-last under --amp
+        feature = self.backbone(x)  # [B*N, D, ceil(SL/4), h', w']
         feature = F.avg_pool3d(feature, (self.last_duration, 1, 1), stride=(1, 1, 1))
         if feature.shape[2] != 1:
             raise ValueError(
