@@ -27,22 +27,27 @@ import model_lc
 from train.dataset_3d import resolve_csv_root, resolve_hflip
 from train.model_3d import DPCRNN
 from utils import evaluation as ev
+from utils import run
 from utils.checkpoint import (
     CheckpointError,
-    atomic_save,
     clean_state_dict,
     has_running_stats,
     load_checkpoint,
     load_pretrained,
-    prune_epochs,
     state_dict_of,
 )
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, select_gpus
+from utils.distributed import seed_everything
+from utils.errors import check_finite
+from utils.files import append_jsonl
 from utils.metrics import AverageMeter, topk_accuracy
 from utils.video_data import (
     REPO_ROOT,
     MultiViewClipDataset,
     VideoEntry,
     VideoGroupDataset,
+    fill_frame_caches,
     holdout_split,
     load_split,
     split_csv_path,
@@ -64,8 +69,9 @@ modes:
   otherwise             fine-tunes (needs --pretrain PATH|random), then tests the best checkpoint.
 
 outputs:
-  fine-tune: <save_dir>/<exp name>/model/  mode_<view>_epoch<N>.pth.tar (latest), mode_<view>_best.pth.tar
+  fine-tune: <save_dir>/<exp name>/model/  mode_<view>_epoch<N>.pth.tar (newest --keep_last), mode_<view>_best.pth.tar
                                    img/    TensorBoard logs (train/, val/)
+                                   args.json (args_resume<N>.json for a resumed run)
              then the test of the best checkpoint as below, in <exp>/eval/mode_<view>_best_<dataset>_split<NN>/
   test:      <out_dir>/test_results.json, probs_<view>.npz, test_confusion.png, test_per_class.{md,csv}
   ensemble:  <out_dir>/ensemble_results.json, probs_<views>.npz, ensemble_confusion.png, ensemble_per_class.{md,csv}
@@ -81,9 +87,7 @@ outputs:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The flags of every mode (fine-tune, test, ensemble, frozen-encoder evaluation), grouped."""
-    parser = argparse.ArgumentParser(
-        "CoCon fine-tuning and evaluation", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--net", default="resnet18", help="backbone of the imgs view (other views use at most resnet18)")
     model.add_argument("--modality", default="imgs", choices=sorted(VIEWS), help="the view to fine-tune or evaluate")
@@ -96,7 +100,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="L2-normalise block features before the GRU, as pretraining did")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="ucf101", help="dataset name; its lists are in <csv_root>")
+    data.add_argument("--dataset", default="ucf101", type=canonical_dataset,
+                      help="dataset name; its lists are in <csv_root> (the original code's hmdb and kinetics mean "
+                      "hmdb51 and kinetics400)")
     data.add_argument("--csv_root", type=Path, default=None,
                       help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
     data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="split number of the train/test lists")
@@ -105,6 +111,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                       help="horizontal-flip augmentation (default: off for synthetic, whose classes are mirror pairs)")
     data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+    data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
+                      help="decode every frame once into memory before fine-tuning (small datasets): later epochs never read the disk; the memory needed is logged and checked first (one copy shared by the workers, one per process under torchrun)")
 
     optim = parser.add_argument_group("fine-tuning")
     optim.add_argument("--pretrain", default=None, help="encoder checkpoint to start from, or 'random'")
@@ -117,8 +125,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--schedule", default=None,
                        help="comma-separated epochs where the lr is multiplied by 0.1 "
                        "(default 50,70,90; 60,120,180 when --img_dim >= 224)")
-    optim.add_argument("--resume", type=Path, default=None, help="fine-tuning checkpoint to continue")
+    optim.add_argument("--resume", type=Path, default=None,
+                       help="fine-tuning run to continue: its model/ folder (newest epoch) or one of its checkpoints")
+    optim.add_argument("--keep_last", type=int, default=1, help="epoch checkpoints kept (besides the best one)")
     optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and the val split")
+    add_gpu_flag(optim)
 
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--test", type=Path, default=None, help="test this fine-tuned classifier checkpoint")
@@ -207,11 +218,6 @@ def default_out_dir(checkpoint: str | Path, args: argparse.Namespace) -> Path:
     return exp / "eval" / f"{path.name.removesuffix('.pth.tar')}_{args.dataset}_split{args.split:02d}"
 
 
-def checkpoint_args(args: argparse.Namespace) -> dict:
-    """``args`` with paths as strings (checkpoints are read back with ``weights_only``)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
 def _single(batch: list[dict]) -> dict:
     return batch[0]
 
@@ -268,6 +274,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         x, y = batch[args.modality].to(args.device), batch["label"].to(args.device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
+        check_finite(loss, f"fine-tuning loss at epoch {epoch}, iteration {iteration}",
+                     "stopping; the last epoch's checkpoint is kept: lower --lr, or check the --pretrain checkpoint")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -294,23 +302,52 @@ def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> 
     return {"loss": loss_meter.avg, "top1": top1.avg, "top5": top5.avg}
 
 
-def _resume(path: Path, args: argparse.Namespace, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
-    """Restore model, optimiser and scheduler from a fine-tuning checkpoint; return the checkpoint."""
-    checkpoint = load_checkpoint(path, map_location=args.device)
-    if checkpoint.get("mode") != args.modality or "optimizer" not in checkpoint:
-        raise CheckpointError(f"--resume {path}: not a fine-tuning checkpoint of view {args.modality!r}")
-    model.load_state_dict(clean_state_dict(state_dict_of(checkpoint, path)))
-    try:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-    except ValueError as err:  # torch's message names parameter groups, not the flag that shaped them
-        saved = checkpoint.get("args", {}).get("train_what", "unknown")
+def load_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The fine-tuning checkpoint ``--resume`` names (a file, or a ``model/`` folder: its newest epoch).
+
+    Raises:
+        CheckpointError: not a fine-tuning checkpoint of ``--modality`` (a pretraining one is named as
+            such), or one of another ``--net`` or ``--train_what``.
+    """
+    path = run.find_resume(args.resume, [args.modality])[args.modality]
+    checkpoint = run.load_resume(path, args.modality, args.net, args.device)
+    if "class_names" not in checkpoint:
         raise CheckpointError(
-            f"--resume {path} was fine-tuned with --train_what {saved!r}, but --train_what is "
-            f"{args.train_what!r}: its optimiser state does not fit ({err})"
-        ) from err
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    return checkpoint
+            f"--resume {path} is a pretraining checkpoint (it has no classifier head): fine-tune from it with "
+            f"--pretrain {path}; --resume continues a fine-tuning run from its <exp>/model/ folder"
+        )
+    saved = (checkpoint.get("args") or {}).get("train_what", args.train_what)
+    if saved != args.train_what:
+        raise CheckpointError(f"--resume {path} was fine-tuned with --train_what {saved!r}, but --train_what is "
+                              f"{args.train_what!r}: pass the --train_what of the run you resume")
+    return path, checkpoint
+
+
+def resume_finetuning(path: Path, checkpoint: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      scheduler: torch.optim.lr_scheduler.LRScheduler) -> run.Progress:
+    """Restore model, optimiser and scheduler, and the best copy (see :func:`utils.run.ensure_best`).
+
+    Args:
+        path, checkpoint: from :func:`load_resume_checkpoint`.
+        model, optimizer, scheduler: built from this run's flags.
+    """
+    run.restore_state(checkpoint, path, model, optimizer, scheduler, "--net, --train_what and model flags")
+    check_weights_finite(model, f"--resume {path}")
+    run.ensure_best(path.parent, checkpoint["mode"], checkpoint)
+    return run.Progress(checkpoint["epoch"], checkpoint["iteration"], float(checkpoint["best_acc"]),
+                         checkpoint.get("best_epoch"))
+
+
+def check_weights_finite(model: nn.Module, source: str) -> None:
+    """Stop before a model with NaN or infinite weights trains or scores anything.
+
+    Args:
+        model: the loaded model.
+        source: where its weights came from, for the message (e.g. ``"--test <path>"``).
+    """
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            check_finite(tensor, f"{source}: weight {name}", "it was saved by a diverged run; use an earlier checkpoint")
 
 
 def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[VideoEntry]) -> tuple[DataLoader, DataLoader]:
@@ -319,11 +356,20 @@ def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[Vi
     clip = dict(num_seq=args.num_seq, seq_len=args.seq_len, ds=args.ds)
     train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed)
     val_set = MultiViewClipDataset(val, [args.modality], size, **clip, train=False)
+    if args.cache_frames:
+        fill_frame_caches([train_set, val_set], args.num_workers)
     # drop_last keeps BatchNorm1d from a batch of one; a set smaller than a batch is used whole.
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
                               drop_last=len(train_set) >= args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed))
     return train_loader, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+
+
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make an epoch's clip order, dropout and augmentation a function of (seed, epoch), so a resumed
+    run repeats exactly what an uninterrupted one does."""
+    seed_everything(seed + epoch)
+    loader.generator.manual_seed(seed + epoch)
 
 
 def finetune(args: argparse.Namespace) -> dict:
@@ -334,59 +380,98 @@ def finetune(args: argparse.Namespace) -> dict:
     train_all, class_names = load_split(root, "train", args.split)
     test_entries, _ = load_split(root, "test", args.split)
     train_entries, val_entries = holdout_split(train_all, args.val_fraction, args.seed)
+    if args.resume is None and args.pretrain is None:
+        raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
+    if args.keep_last < 1:
+        raise ValueError(f"--keep_last must be >= 1 (the newest epoch is what --resume continues from), got {args.keep_last}")
+    resumed = load_resume_checkpoint(args) if args.resume is not None else None
     torch.manual_seed(args.seed)
-    if args.resume is not None:
-        track = load_checkpoint(args.resume).get("track_running_stats", True)
-    else:
-        track = pretrain_running_stats(args)
+    track = resumed[1].get("track_running_stats", True) if resumed else pretrain_running_stats(args)
     model = build_classifier(args, len(class_names), track).to(args.device)
-    if args.resume is None:
-        if args.pretrain is None:
-            raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
-        if args.pretrain != "random":
-            log.info("pretrain %s: %s", args.pretrain, load_pretrained(model, args.pretrain, args.modality).summary())
+    if resumed is None and args.pretrain != "random":
+        log.info("pretrain %s: %s", args.pretrain, load_pretrained(model, args.pretrain, args.modality).summary())
     optimizer = torch.optim.Adam(model_lc.parameter_groups(model, args.train_what, args.lr), weight_decay=args.wd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(args), gamma=0.1)
-    start_epoch, best_acc, iteration = 0, -1.0, 0
-    if args.resume is not None:
-        state = _resume(args.resume, args, model, optimizer, scheduler)
-        start_epoch, best_acc, iteration = state["epoch"], state["best_acc"], state["iteration"]
-        exp = Path(args.resume).resolve().parent.parent
+    if resumed is not None:
+        state = resume_finetuning(*resumed, model, optimizer, scheduler)
+        exp = run.experiment_of({args.modality: resumed[0]})
     else:
-        exp = Path(args.save_dir) / exp_name(args)
-    model_dir = exp / "model"
+        state, exp = run.Progress(), Path(args.save_dir) / exp_name(args)
+    model_dir = run.open_experiment(exp, args, state.epoch if resumed else None)
     train_loader, val_loader = clip_loaders(args, train_entries, val_entries)
     log.info("fine-tuning %s on %d train / %d val videos (%d classes, hflip %s) into %s", args.modality,
              len(train_entries), len(val_entries), len(class_names), "on" if use_hflip(args) else "off", exp)
     writers = {part: SummaryWriter(str(exp / "img" / part)) for part in ("train", "val")}
-    for epoch in range(start_epoch, args.epochs):
-        train_stats, iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"], iteration)
-        val_stats = evaluate(model, val_loader, args)
-        for part, stats in (("train", train_stats), ("val", val_stats)):
-            for key, value in stats.items():
-                writers[part].add_scalar(f"epoch/{key}", value, epoch)
-        writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
-        scheduler.step()
-        is_best = val_stats["top1"] > best_acc
-        best_acc = max(best_acc, val_stats["top1"])
-        checkpoint = {
-            "epoch": epoch + 1, "mode": args.modality, "net": args.net, "state_dict": model.state_dict(),
-            "best_acc": best_acc, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "iteration": iteration, "args": checkpoint_args(args), "class_names": list(class_names),
-            "track_running_stats": track,
-        }
-        atomic_save(checkpoint, model_dir / f"mode_{args.modality}_epoch{epoch + 1}.pth.tar")
-        prune_epochs(model_dir, f"mode_{args.modality}_epoch", keep=1)
-        if is_best:
-            atomic_save(checkpoint, model_dir / f"mode_{args.modality}_best.pth.tar")
-        log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | val loss %.3f top-1 %.1f%%%s", epoch + 1, args.epochs,
-                 train_stats["loss"], 100 * train_stats["top1"], val_stats["loss"], 100 * val_stats["top1"],
-                 " (best)" if is_best else "")
-    for writer in writers.values():
-        writer.close()
-    best = model_dir / f"mode_{args.modality}_best.pth.tar"
+    try:
+        for epoch in range(state.epoch, args.epochs):
+            record = finetune_epoch(model, (train_loader, val_loader), optimizer, scheduler, epoch, state, args, writers)
+            save_finetuning(model_dir, model, optimizer, scheduler, state, args, class_names, track)
+            append_jsonl(record, exp / "log.jsonl")
+    finally:
+        for writer in writers.values():
+            writer.close()
+    best = run.checkpoint_path(model_dir, args.modality, "best")
     results = test_classifier(best, args, test_entries, class_names, args.out_dir or default_out_dir(best, args))
-    return {"exp": str(exp), "best_val_top1": best_acc, "test": results}
+    return {"exp": str(exp), "best_val_top1": state.best_acc, "test": results}
+
+
+def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, state: run.Progress,
+                   args: argparse.Namespace, writers: dict[str, SummaryWriter]) -> dict:
+    """Train and validate one epoch, step the schedule, and advance ``state`` (epoch, iteration, best);
+    return the epoch's record for ``log.jsonl`` (its train and val loss and top-1).
+
+    Args:
+        model: the classifier.
+        loaders: the training and validation loaders.
+        optimizer, scheduler: the classifier's.
+        epoch: the 0-based epoch to run.
+        state: the run's progress, updated in place.
+        args: the parsed flags.
+        writers: the ``train`` and ``val`` TensorBoard writers.
+    """
+    train_loader, val_loader = loaders
+    seed_epoch(train_loader, args.seed, epoch)
+    train_stats, state.iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"],
+                                                   state.iteration)
+    val_stats = evaluate(model, val_loader, args)
+    check_finite(val_stats["loss"], f"validation loss after epoch {epoch + 1}",
+                 "the weights diverged; the previous epoch's checkpoint is kept: lower --lr and --resume from it")
+    for part, stats in (("train", train_stats), ("val", val_stats)):
+        for key, value in stats.items():
+            writers[part].add_scalar(f"epoch/{key}", value, epoch)
+    writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
+    scheduler.step()
+    improved = val_stats["top1"] > state.best_acc
+    if improved:
+        state.best_acc, state.best_epoch = val_stats["top1"], epoch + 1
+    state.epoch = epoch + 1
+    log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | val loss %.3f top-1 %.1f%%%s", epoch + 1, args.epochs,
+             train_stats["loss"], 100 * train_stats["top1"], val_stats["loss"], 100 * val_stats["top1"],
+             " (best)" if improved else "")
+    return {"epoch": epoch + 1, "train": train_stats, "val": val_stats, "best": bool(improved)}
+
+
+def save_finetuning(model_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: run.Progress, args: argparse.Namespace,
+                    class_names: list[str], track: bool) -> None:
+    """The epoch file, then the best copy when this epoch is the best, then pruning (:mod:`utils.run`).
+
+    Args:
+        model_dir: the experiment's ``model/`` folder.
+        model, optimizer, scheduler: saved.
+        state: the run's progress after the epoch.
+        args: the flags (``--keep_last``, and stored in the checkpoint).
+        class_names: the classes, checked when the checkpoint is tested.
+        track: whether the backbone keeps BatchNorm running statistics.
+    """
+    checkpoint = run.make_checkpoint(
+        args.modality, args.net, model, optimizer, scheduler, epoch=state.epoch, iteration=state.iteration,
+        best_acc=state.best_acc, best_epoch=state.best_epoch, args=args, class_names=list(class_names),
+        track_running_stats=track,
+    )
+    improved = [args.modality] if state.best_epoch == state.epoch else []
+    run.save_epoch(model_dir, state.epoch, {args.modality: checkpoint}, improved, args.keep_last)
 
 
 # ---------------------------------------------------------------- testing
@@ -443,6 +528,7 @@ def load_classifier(path: Path, args: argparse.Namespace, class_names: list[str]
 
     Raises:
         CheckpointError: another view, other model flags or classes, or weights that do not fit.
+        NonFiniteError: a weight is NaN or infinite.
     """
     checkpoint = load_checkpoint(path, map_location="cpu")
     if checkpoint.get("mode") not in (None, args.modality):
@@ -458,6 +544,7 @@ def load_classifier(path: Path, args: argparse.Namespace, class_names: list[str]
             f"--test {path} does not fit a {num_classes}-class {args.modality} classifier with --net {args.net} "
             f"(a pretraining checkpoint goes to --pretrain): {' '.join(str(err).split())[:600]}"
         ) from err
+    check_weights_finite(model, f"--test {path}")
     return model.to(args.device).eval()
 
 
@@ -628,6 +715,7 @@ def qualitative(args: argparse.Namespace, feats: dict, train: list[VideoEntry], 
 
 def main(args: argparse.Namespace) -> dict:
     """Run the mode the flags select (see the --help epilog); returns its results."""
+    select_gpus(getattr(args, "gpu", None))  # before CUDA starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.ensemble:
         return {"ensemble": run_ensemble(args)}
@@ -645,4 +733,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

@@ -181,6 +181,27 @@ def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
     assert json.loads((tree["root"] / "ens" / "ensemble_results.json").read_text())["weights"] == {"imgs": 2.0, "flow": 2.0}
 
 
+def test_finetuning_resume_equals_straight_run(tree, tmp_path):
+    common = ("--modality", "imgs", "--pretrain", str(tree["imgs"]), "--val_fraction", "0.34")
+    straight = cli.main(cli.get_args_parser().parse_args(_argv(tree, *common, "--epochs", "2", "--save_dir", str(tmp_path / "a"))))
+    first = cli.main(cli.get_args_parser().parse_args(_argv(tree, *common, "--epochs", "1", "--save_dir", str(tmp_path / "b"))))
+    model_dir = Path(first["finetune"]["exp"]) / "model"
+    # A run killed during epoch 2 left epoch 1's checkpoint: resume from the folder.
+    resumed = cli.main(cli.get_args_parser().parse_args(
+        _argv(tree, *common, "--epochs", "2", "--save_dir", str(tmp_path / "b"), "--resume", str(model_dir))))
+    a = load_checkpoint(Path(straight["finetune"]["exp"]) / "model" / "mode_imgs_epoch2.pth.tar")
+    b = load_checkpoint(model_dir / "mode_imgs_epoch2.pth.tar")
+    assert a["epoch"] == b["epoch"] == 2 and a["iteration"] == b["iteration"] and a["best_acc"] == b["best_acc"]
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    for pid, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][pid]["exp_avg"])
+    assert a["scheduler"] == b["scheduler"] and a["best_epoch"] == b["best_epoch"]
+    assert resumed["finetune"]["test"]["top1"] == straight["finetune"]["test"]["top1"]
+    assert json.loads((model_dir.parent / "args.json").read_text())["epochs"] == 1
+    assert json.loads((model_dir.parent / "args_resume1.json").read_text())["epochs"] == 2
+
+
 def test_retrieval_probe_and_figures_then_cached_second_run(tree, monkeypatch):
     argv = ("--modality", "imgs", "--pretrain", str(tree["imgs"]), "--retrieval", "--linear_probe", "--qualitative",
             "--nn_queries", "3", "--nn_k", "4")

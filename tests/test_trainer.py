@@ -16,7 +16,6 @@ from train.model_trainer import (
     RunContext,
     TrainState,
     accumulation_group,
-    amp_dtype_for,
     append_jsonl,
     experiment_dir,
     get_args_parser,
@@ -193,17 +192,6 @@ def test_short_last_accumulation_group_is_weighted_like_a_full_one():
     torch.testing.assert_close(last, singles[3])
 
 
-def test_amp_dtype_under_dataparallel_is_fp16(monkeypatch):
-    cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert amp_dtype_for(True, cuda) == torch.bfloat16
-    # DataParallel replicas re-enter autocast without the dtype: fp16, which gets a GradScaler.
-    assert amp_dtype_for(True, cuda, data_parallel=True) == torch.float16
-    assert amp_dtype_for(False, cuda, data_parallel=True) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert amp_dtype_for(True, cuda) == torch.float16
-
-
 def test_log_lines_are_appended_whole_and_synced(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
@@ -264,7 +252,7 @@ def test_training_lowers_the_loss(csv_root, tmp_path):
     (["--resume", "/no/such/model"], FileNotFoundError, "--resume /no/such/model"),
     (["--batch_size", "64"], ValueError, r"--batch_size 64 × 1 GPU\(s\) = 64 clips .* 8 training videos of this process"),
     (["--resume", "x", "--flow_restore_ckpt", "y"], ValueError, "--resume and --flow_restore_ckpt are exclusive"),
-    (["--amp"], ValueError, "--amp needs a CUDA device"),
+    (["--grad_diag_freq", "-1"], ValueError, "--grad_diag_freq must be >= 0"),
 ])
 def test_bad_flags_fail_at_start(csv_root, tmp_path, monkeypatch, extra, error, match):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -51,7 +51,10 @@ def resolve_hflip(hflip: bool | None, dataset: str) -> bool:
 
 
 def view_sizes(views: Sequence[str], img_dim: int) -> dict[str, int]:
-    """Input side of each view when RGB is fed at ``img_dim`` (SPEC.md's table)."""
+    """Input side of each view when RGB is fed at ``img_dim``: flow at most 128, heatmaps and masks at most 64.
+
+    See :meth:`utils.views.View.size`.
+    """
     return {view: VIEWS[view].size(img_dim) for view in views}
 
 

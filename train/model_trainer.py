@@ -1,5 +1,5 @@
 """CoCon pretraining: one DPC-RNN encoder per view, trained with CPC and the cross-view sync and
-cooperative losses (SPEC.md). The same script runs on one CPU, on several GPUs and under torchrun.
+cooperative losses (see train/losses.py). The same script runs on one CPU, on several GPUs and under torchrun.
 
     cd train && python model_trainer.py --net resnet18 --dataset hmdb51 --modalities imgs_flow_seg_kphm \
         --batch_size 16 --img_dim 128 --epochs 100
@@ -27,11 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import logging
-import os
-import re
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -47,17 +43,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from train.dataset_3d import SAMPLING_MODES, build_pretrain_datasets, resolve_csv_root, resolve_hflip
-from train.losses import CoConLossConfig, cocon_loss, pool_blocks
+from train.diagnostics import similarity_agreement, term_gradient_norms
+from train.losses import TEMP_DIVISIONS, CoConLossConfig, cocon_loss, cocon_terms, cpc_temperature, pool_blocks, total_loss
 from train.model_3d import DPCRNN
-from utils.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    load_checkpoint,
-    load_pretrained,
-    load_weights,
-    prune_epochs,
-    state_dict_of,
-)
+from utils import run
+from utils.checkpoint import CheckpointError, load_pretrained
+from utils.cli import run_cli
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, select_gpus
 from utils.distributed import (
     DistInfo,
     all_gather_with_grad,
@@ -68,8 +60,10 @@ from utils.distributed import (
     seed_everything,
     unwrap,
 )
+from utils.files import append_jsonl
 from utils.metrics import AverageMeter
-from utils.video_data import REPO_ROOT
+from utils.precision import amp_dtype_for, autocast, describe_amp, grad_scaler, to_channels_last
+from utils.video_data import REPO_ROOT, fill_frame_caches
 from utils.views import VIEWS, parse_views, view_backbone
 from utils.visualize import clip_grid
 
@@ -79,9 +73,11 @@ log = logging.getLogger("cocon.pretrain")
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Every flag of CoCon pretraining, grouped."""
-    parser = argparse.ArgumentParser("CoCon pretraining", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="ucf101", help="dataset name: names the experiment and the default --csv_root")
+    data.add_argument("--dataset", default="ucf101", type=canonical_dataset,
+                      help="dataset name: names the experiment and the default --csv_root (the original code's hmdb and "
+                      "kinetics mean hmdb51 and kinetics400)")
     data.add_argument("--csv_root", default=None, help="folder of train_split0N.csv and classInd.txt (default: <repo>/process_data/data/<dataset>)")
     data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="which train list to read")
     data.add_argument("--modalities", default="imgs", help="views joined by '_', e.g. imgs_flow_seg_kphm")
@@ -93,6 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on, off for synthetic whose classes are mirror pairs)")
     data.add_argument("--val_fraction", type=float, default=0.1, help="share of each class's training videos held out for validation")
     data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+    data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
+                      help="decode every frame once into memory before training (small datasets): later epochs never read the disk; the memory needed is logged and checked first (one copy shared by the workers, one per process under torchrun)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--net", default="resnet18", help="RGB backbone (other views use at most resnet18)")
@@ -100,7 +98,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise features and predictions")
 
     loss = parser.add_argument_group("loss")
-    loss.add_argument("--temp", type=float, default=0.07, help="temperature of the CPC scores")
+    loss.add_argument("--temp", type=float, default=0.07, help="temperature T of the CPC scores (see --temp_division)")
+    loss.add_argument("--temp_division", default="twice", choices=TEMP_DIVISIONS,
+                      help="with --l2_norm, 'twice' divides predicted and true maps each by T (scores <p, z>/T^2, the "
+                           "original's), 'once' divides the score by T (a common variant); without --l2_norm scores are raw")
     loss.add_argument("--msync_wt", type=float, default=10.0, help="weight of each view pair's sync loss")
     loss.add_argument("--dot_wt", type=float, default=10.0, help="weight of each view pair's cooperative loss")
     loss.add_argument("--pool", default="avg", choices=("avg", "max"), help="pooling of block maps for the cross-view losses")
@@ -115,9 +116,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--tune_imgs_bb", type=float, default=1.0, help="lr multiplier of a restored RGB backbone")
     optim.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimiser step")
     optim.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                       help="mixed precision on CUDA: bf16 where supported, else fp16 with a grad scaler; always fp16 "
-                            "with a grad scaler under DataParallel (several GPUs without torchrun), whose replicas autocast to fp16")
+                       help="mixed precision with channels-last 3-D convolutions: bf16 on a CPU with native bf16 (AVX512-BF16/AMX; "
+                            "float32 with a warning otherwise); on CUDA bf16 where supported, else fp16 with a grad scaler, always "
+                            "fp16 with a grad scaler under DataParallel, whose replicas autocast to fp16")
     optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation")
+    add_gpu_flag(optim)
 
     ckpt = parser.add_argument_group("checkpoints")
     for view in VIEWS:
@@ -132,6 +135,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     logs = parser.add_argument_group("logging")
     logs.add_argument("--print_freq", type=int, default=10, help="iterations between log lines and training scalars")
     logs.add_argument("--vis_log_freq", type=int, default=100, help="iterations between input grids and similarity histograms")
+    logs.add_argument("--grad_diag_freq", type=int, default=20,
+                      help="iterations between measurements of each loss term's gradient norm in the RGB backbone (0: never)")
     logs.add_argument("--ft_freq", type=int, default=10, help="epochs between ridge/k-means probes (0: never)")
     logs.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False, help=f"{DEBUG_BATCHES} batches per epoch (smoke runs)")
     return parser
@@ -146,15 +151,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
-    if args.num_workers < 0 or args.ft_freq < 0:
-        raise ValueError("--num_workers and --ft_freq must be >= 0")
+    if args.num_workers < 0 or args.ft_freq < 0 or args.grad_diag_freq < 0:
+        raise ValueError("--num_workers, --ft_freq and --grad_diag_freq must be >= 0")
     for view in VIEWS:
         if getattr(args, f"{view}_restore_ckpt") and view not in views:
             raise ValueError(f"--{view}_restore_ckpt is set but {view} is not in --modalities {args.modalities}")
         if getattr(args, f"{view}_restore_ckpt") and args.resume:
             raise ValueError(f"--resume and --{view}_restore_ckpt are exclusive: a resumed run restores every view from its own checkpoint")
-    if args.amp and not torch.cuda.is_available():
-        raise ValueError("--amp needs a CUDA device and none is visible; drop --amp to train in float32 on CPU")
     return views
 
 
@@ -237,35 +240,6 @@ def build_optimizers(
     return optimizers, schedulers
 
 
-def amp_dtype_for(amp: bool, device: torch.device, data_parallel: bool = False) -> torch.dtype | None:
-    """The autocast dtype: ``None`` without ``--amp``; fp16 under DataParallel; else bf16 where the GPU has it, else fp16.
-
-    DataParallel's replica threads re-enter autocast with the device's default dtype (fp16), whatever
-    dtype the caller's autocast has; so under DataParallel the run is fp16 throughout, and fp16 always
-    gets a GradScaler.
-
-    Args:
-        amp: ``--amp``.
-        device: this process's device (must be CUDA with ``amp``).
-        data_parallel: the models run under ``nn.DataParallel``.
-    """
-    if not amp:
-        return None
-    if device.type != "cuda":
-        raise ValueError(f"--amp needs a CUDA device, this process runs on {device}")
-    if data_parallel:
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def describe_amp(amp_dtype: torch.dtype | None, data_parallel: bool) -> str:
-    """The startup log's words for the precision in use."""
-    if amp_dtype is None:
-        return "float32"
-    name = {torch.float16: "fp16 with a GradScaler", torch.bfloat16: "bf16"}[amp_dtype]
-    return f"mixed precision {name}" + (" (DataParallel replicas autocast to fp16)" if data_parallel else "")
-
-
 # ---------------------------------------------------------------- what an epoch needs
 
 
@@ -277,6 +251,7 @@ class TrainState:
     iteration: int = 0  # training batches seen
     steps: int = 0  # optimiser steps
     best_acc: dict[str, float] = field(default_factory=dict)  # view -> best validation CPC top-1
+    best_epoch: dict[str, int | None] = field(default_factory=dict)  # view -> the epoch its best copy holds
 
 
 @dataclass
@@ -310,7 +285,7 @@ def forward_views(
     """
     outputs = {}
     for view, model in models.items():
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             pred, feature = model(batch[view].to(device, non_blocking=True))
         outputs[view] = (all_gather_with_grad(pred.float()), all_gather_with_grad(feature.float()))
     return outputs
@@ -362,6 +337,17 @@ def accumulation_group(i: int, n_batches: int, grad_accum: int) -> tuple[int, bo
     return size, i + 1 == start + size
 
 
+def diagnose(ctx: RunContext, outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], terms: dict[str, torch.Tensor],
+             iteration: int, grad_diag_freq: int) -> dict[str, torch.Tensor]:
+    """Per batch, the views' similarity agreement; every ``--grad_diag_freq`` batches, the gradient norm of each
+    loss kind in the RGB backbone (one extra backward pass per kind; on every process, as DDP's collectives need)."""
+    found = {key: torch.tensor(value) for key, value in similarity_agreement(outputs, ctx.loss_cfg.pool).items()}
+    if "imgs" in ctx.models and grad_diag_freq and iteration % grad_diag_freq == 0:
+        norms = term_gradient_norms(terms, "imgs", unwrap(ctx.models["imgs"]).backbone)
+        found.update({key: torch.tensor(value) for key, value in norms.items()})
+    return found
+
+
 def train_one_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Namespace) -> dict[str, float]:
     """One pass over the training clips; the optimisers step every ``--grad_accum`` batches and at the end.
 
@@ -380,8 +366,10 @@ def train_one_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argpar
         group_size, step_now = accumulation_group(i, n_batches, args.grad_accum)
         with no_sync(ctx.models, skip_sync=not step_now):
             outputs = forward_views(ctx.models, batch, ctx.info.device, ctx.amp_dtype)
-            loss, stats = cocon_loss(outputs, ctx.loss_cfg)
+            terms, stats = cocon_terms(outputs, ctx.loss_cfg)
+            loss = total_loss(terms, stats)
             check_finite(loss, stats, f"epoch {epoch}, batch {i}")
+            stats.update(diagnose(ctx, outputs, terms, state.iteration, args.grad_diag_freq))
             scaled = loss / group_size
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if step_now:
@@ -471,6 +459,7 @@ def evaluate(
             continue
         outputs = {view: (pred[keep], feature[keep]) for view, (pred, feature) in outputs.items()}
         _, stats = cocon_loss(outputs, loss_cfg)
+        stats.update({key: torch.tensor(value) for key, value in similarity_agreement(outputs, loss_cfg.pool).items()})
         for key, value in stats.items():
             meters[key].update(value.item(), int(keep.sum()))
         if collect:
@@ -513,70 +502,31 @@ def probe(features: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
 # ---------------------------------------------------------------- checkpoints
 
 
-def _jsonable_args(args: argparse.Namespace) -> dict:
-    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
-
-
 def save_checkpoints(
     model_dir: Path, ctx: RunContext, epoch: int, state: TrainState, improved: list[str], args: argparse.Namespace
 ) -> None:
-    """Write every view's ``mode_<view>_epoch<epoch>.pth.tar`` atomically, and ``mode_<view>_best.pth.tar``
-    for the views in ``improved``; prune old epochs.
+    """Every view's ``mode_<view>_epoch<epoch>.pth.tar``, then the best copies of the views in ``improved``,
+    then pruning to ``--keep_last`` (the protocol of :mod:`utils.run`).
 
     Args:
         model_dir: the experiment's ``model/`` folder.
         ctx: the run (models, optimisers, schedulers, scaler).
         epoch: epochs finished.
-        state: the run's progress; each view's checkpoint stores that view's ``best_acc``.
+        state: the run's progress; each view's checkpoint stores that view's ``best_acc`` and ``best_epoch``.
         improved: views whose validation CPC top-1 is a new best this epoch.
         args: the flags, stored in each checkpoint.
     """
-    for view, model in ctx.models.items():
-        checkpoint = {
-            "epoch": epoch, "mode": view, "net": view_backbone(view, args.net),
-            "state_dict": unwrap(model).state_dict(), "best_acc": state.best_acc[view],
-            "optimizer": ctx.optimizers[view].state_dict(), "scheduler": ctx.schedulers[view].state_dict(),
-            "iteration": state.iteration, "steps": state.steps, "args": _jsonable_args(args),
-        }
-        if ctx.scaler is not None:
-            checkpoint["scaler"] = ctx.scaler.state_dict()
-        atomic_save(checkpoint, model_dir / f"mode_{view}_epoch{epoch}.pth.tar")
-        if view in improved:
-            atomic_save(checkpoint, model_dir / f"mode_{view}_best.pth.tar")
-        prune_epochs(model_dir, f"mode_{view}_epoch", args.keep_last)
-
-
-def resume_paths(path: str | Path, views: list[str]) -> dict[str, Path]:
-    """Each view's checkpoint to resume from: the newest epoch all views share in a model/ folder,
-    or the same tag (``epoch<N>``, ``best``) as a given view checkpoint."""
-    path = Path(path)
-    if path.is_file():
-        match = re.fullmatch(r"mode_[a-z]+_(.+)\.pth\.tar", path.name)
-        if match is None:
-            raise ValueError(f"--resume {path}: expected a mode_<view>_epoch<N>.pth.tar file or a model/ folder")
-        folder, tag = path.parent, match.group(1)
-    elif path.is_dir():
-        folder = path
-        epochs = [{int(m.group(1)) for p in folder.glob(f"mode_{v}_epoch*.pth.tar") if (m := re.search(r"epoch(\d+)\.pth\.tar$", p.name))} for v in views]
-        common = set.intersection(*epochs)
-        if not common:
-            raise FileNotFoundError(f"--resume {folder}: no epoch has a checkpoint for every view of {views}")
-        tag = f"epoch{max(common)}"
-    else:
-        raise FileNotFoundError(f"--resume {path} does not exist")
-    paths = {view: folder / f"mode_{view}_{tag}.pth.tar" for view in views}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"--resume {path}: missing {', '.join(missing)}")
-    return paths
-
-
-def resumed_experiment(paths: dict[str, Path]) -> Path:
-    """The experiment folder holding the resumed checkpoints (``<exp>/model/`` -> ``<exp>``)."""
-    folder = next(iter(paths.values())).parent
-    if folder.name != "model":
-        raise ValueError(f"--resume {folder}: expected the checkpoints in an experiment's model/ folder (<exp>/model/mode_<view>_…)")
-    return folder.parent
+    extra = {"steps": state.steps}
+    if ctx.scaler is not None:
+        extra["scaler"] = ctx.scaler.state_dict()
+    checkpoints = {
+        view: run.make_checkpoint(
+            view, args.net, model, ctx.optimizers[view], ctx.schedulers[view], epoch=epoch, iteration=state.iteration,
+            best_acc=state.best_acc[view], best_epoch=state.best_epoch.get(view), args=args, **extra,
+        )
+        for view, model in ctx.models.items()
+    }
+    run.save_epoch(model_dir, epoch, checkpoints, improved, args.keep_last)
 
 
 def resume_training(
@@ -585,33 +535,35 @@ def resume_training(
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, ReduceLROnPlateau],
     scaler: torch.amp.GradScaler | None,
+    args: argparse.Namespace,
     device: torch.device,
 ) -> TrainState:
     """Restore every view's weights, optimiser, scheduler (and grad scaler); return the run's progress.
 
+    Rank 0 also makes each view's best copy hold the best epoch its checkpoint records (see
+    :func:`utils.run.ensure_best`).
+
     Raises:
-        CheckpointError: a checkpoint of another view, one that does not fill its model, or views
-            saved at different epochs.
+        CheckpointError: a checkpoint of another view or ``--net``, one that does not fit its model or
+            optimiser, or views saved at different epochs.
     """
     state = TrainState()
     for view, path in paths.items():
-        checkpoint = load_checkpoint(path, map_location=device)
-        if checkpoint.get("mode") != view:
-            raise CheckpointError(f"--resume: {path} is a checkpoint of {checkpoint.get('mode')!r}, expected {view!r}")
-        report = load_weights(models[view], state_dict_of(checkpoint, path), path)
-        if report.missing or report.mismatched:
-            raise CheckpointError(f"--resume: {path} does not match the {view} model: {report.summary()}")
+        checkpoint = run.load_resume(path, view, args.net, device)
         if state.best_acc and (checkpoint["epoch"], checkpoint["iteration"]) != (state.epoch, state.iteration):
             raise CheckpointError(
                 f"--resume: {path} is from epoch {checkpoint['epoch']}, the other views' from epoch {state.epoch} "
                 "(each view's best copy follows its own best epoch): resume from a mode_<view>_epoch<N> checkpoint"
             )
-        optimizers[view].load_state_dict(checkpoint["optimizer"])
-        schedulers[view].load_state_dict(checkpoint["scheduler"])
+        run.restore_state(checkpoint, path, models[view], optimizers[view], schedulers[view],
+                          "--net, --modalities and model flags")
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
         state.epoch, state.iteration, state.steps = checkpoint["epoch"], checkpoint["iteration"], checkpoint.get("steps", 0)
         state.best_acc[view] = float(checkpoint["best_acc"])
+        state.best_epoch[view] = checkpoint.get("best_epoch")
+        if is_main_process():
+            run.ensure_best(path.parent, view, checkpoint)
     log.info("resumed %s from %s (epoch %d done)", "_".join(paths), next(iter(paths.values())).parent, state.epoch)
     return state
 
@@ -662,38 +614,16 @@ def set_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
         loader.sampler.generator.manual_seed(seed + epoch)
 
 
-def _write_json(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def append_jsonl(record: dict, path: Path) -> None:
-    """Append one JSON line with a single ``write`` and fsync it: a kill leaves whole lines only."""
-    data = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        while written < len(data):
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def open_experiment(exp_dir: Path, args: argparse.Namespace, resumed_epoch: int | None) -> SummaryWriter:
-    """Rank 0: create the folders, record the flags (``args.json``, or ``args_resume<epoch>.json`` on
-    resume, keeping the original) and open the TensorBoard writer."""
-    (exp_dir / "model").mkdir(parents=True, exist_ok=True)
-    name = "args.json" if resumed_epoch is None else f"args_resume{resumed_epoch}.json"
-    _write_json(_jsonable_args(args), exp_dir / name)
-    log.info("experiment folder %s", exp_dir)
+    """Rank 0: create the folders, remove what killed runs left, record the flags (``args.json``, or
+    ``args_resume<epoch>.json`` on resume, keeping the original) and open the TensorBoard writer."""
+    run.open_experiment(exp_dir, args, resumed_epoch)
     return SummaryWriter(logdir=str(exp_dir / "img"))
 
 
 def main(args: argparse.Namespace) -> dict:
     """Pretrain; return ``{"exp_dir", "history"}`` (history: one stats dict per epoch run)."""
+    select_gpus(getattr(args, "gpu", None))  # before CUDA starts
     info = init_distributed()
     try:
         return _run(args, info)
@@ -717,22 +647,27 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d); %s",
              hflip, args.batch_size, n_gpu, info.world_size, args.batch_size * n_gpu * info.world_size, args.grad_accum,
              describe_amp(amp_dtype, n_gpu > 1))
+    if args.cache_frames:
+        fill_frame_caches([train_ds, val_ds], args.num_workers)
     train_loader, val_loader = build_loaders(train_ds, val_ds, args.batch_size, n_gpu, args, info)
 
     restored = restore_encoders(models, args)
     optimizers, schedulers = build_optimizers(models, restored, args, info.device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = grad_scaler(amp_dtype, info.device)
+    if amp_dtype is not None:
+        for model in models.values():
+            to_channels_last(model)
     state, exp_dir, resumed_epoch = TrainState(best_acc=dict.fromkeys(views, float("-inf"))), experiment_dir(args), None
     if args.resume:
-        paths = resume_paths(args.resume, views)
-        exp_dir = resumed_experiment(paths)
-        state = resume_training(paths, models, optimizers, schedulers, scaler, info.device)
+        paths = run.find_resume(args.resume, views)
+        exp_dir = run.experiment_of(paths)
+        state = resume_training(paths, models, optimizers, schedulers, scaler, args, info.device)
         resumed_epoch = state.epoch
     start_epoch = args.start_epoch if args.start_epoch is not None else state.epoch
     ctx = RunContext(
         models={view: wrap_model(model, info, n_gpu) for view, model in models.items()},
         optimizers=optimizers, schedulers=schedulers, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
-        loss_cfg=CoConLossConfig(temperature=args.temp, msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool),
+        loss_cfg=CoConLossConfig(temperature=cpc_temperature(args.temp, args.l2_norm, args.temp_division), msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool),
         info=info, amp_dtype=amp_dtype, num_classes=len(class_names), exp_dir=exp_dir,
     )
     if is_main_process():
@@ -763,6 +698,7 @@ def run_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Nam
     improved = [view for view in ctx.models if val_stats[f"cpc_top1/{view}"] > state.best_acc[view]]
     for view in improved:
         state.best_acc[view] = val_stats[f"cpc_top1/{view}"]
+        state.best_epoch[view] = epoch + 1
     state.epoch = epoch + 1
     record = {"epoch": epoch + 1, "iteration": state.iteration, "steps": state.steps, "train": train_stats, "val": val_stats,
               "lr": {f"{v}/{g['name']}": g["lr"] for v, o in ctx.optimizers.items() for g in o.param_groups}, "best": improved}
@@ -783,4 +719,4 @@ def run_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Nam
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_cli(main, get_args_parser())

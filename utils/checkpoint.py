@@ -7,10 +7,9 @@ refuses another view, another channel count and a backbone it cannot fill comple
 """
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +19,26 @@ import torch
 from torch import nn
 
 from utils.distributed import unwrap
+from utils.errors import UserError, check_finite, first_line
+from utils.files import atomic_write
 from utils.views import VIEWS
 
 _DUPLICATE_GRU = re.compile(r"(^|\.)ConvGRUCell_(\d+)\.")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be used: missing, unreadable, or holding no weights."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file that cannot be used: missing, unreadable, of another run, or holding no weights."""
 
 
 def atomic_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` ``obj`` to ``path`` through :func:`utils.files.atomic_write`.
+
+    The checkpoint is serialised in memory first: torch's own file writer reports a full disk as an
+    opaque "enforce fail", while a plain write raises ``OSError(ENOSPC)`` naming the file.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 def prune_epochs(folder: str | Path, prefix: str, keep: int) -> list[Path]:
@@ -65,11 +63,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; "
+                              "use another epoch's checkpoint")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line(err)[:200]}); "
             "it may be truncated, corrupt, or not a PyTorch checkpoint"
         ) from err
     if not isinstance(obj, dict):
@@ -142,6 +143,28 @@ class LoadReport:
         return "; ".join(lines)
 
 
+def match_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """How ``state`` fits ``model``, without loading anything: the report and the tensors that fit.
+
+    Args:
+        model: the network (wrapped or not).
+        state: a state dict in our, DPC's or the original CoCon's naming.
+    """
+    own = unwrap(model).state_dict()
+    report = LoadReport()
+    usable = {}
+    for key, value in clean_state_dict(state).items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    report.loaded = sorted(usable)
+    report.missing = sorted(k for k in own if k not in usable)
+    return report, usable
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> LoadReport:
     """Copy every tensor of ``state`` whose name and shape match into ``model``.
 
@@ -153,27 +176,36 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str |
     Raises:
         CheckpointError: when not a single tensor matches (wrong view, network or file).
     """
-    model = unwrap(model)
-    state = clean_state_dict(state)
-    own = model.state_dict()
-    report = LoadReport()
-    usable = {}
-    for key, value in state.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
-        else:
-            usable[key] = value
+    report, usable = match_weights(model, state)
     if not usable:
         raise CheckpointError(
-            f"no tensor of {source} matches the model (e.g. file key {next(iter(state), '-')!r}, model key "
-            f"{next(iter(own), '-')!r}): is it a checkpoint of another view or network?"
+            f"no tensor of {source} matches the model (e.g. file key {next(iter(clean_state_dict(state)), '-')!r}, "
+            f"model key {next(iter(unwrap(model).state_dict()), '-')!r}): is it a checkpoint of another view or network?"
         )
-    model.load_state_dict(usable, strict=False)
-    report.loaded = sorted(usable)
-    report.missing = sorted(k for k in own if k not in usable)
+    unwrap(model).load_state_dict(usable, strict=False)
     return report
+
+
+def load_all_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, advice: str) -> None:
+    """Load ``state`` into ``model`` only if every tensor fits both ways (a resumed run's own checkpoint).
+
+    Args:
+        model: the network (wrapped or not).
+        state: the checkpoint's state dict.
+        source: the file, for messages.
+        advice: what to do when it does not fit (e.g. which flags must match).
+
+    Raises:
+        CheckpointError: a key missing on either side or a shape that differs; nothing is loaded then.
+    """
+    report, usable = match_weights(model, state)
+    if report.missing or report.unexpected or report.mismatched:
+        raise CheckpointError(f"{source} does not fit the model ({report.summary()}); {advice}")
+    unwrap(model).load_state_dict(usable, strict=True)
+
+
+_ENCODER = ("backbone.", "agg.")  # what a classifier or a frozen evaluation takes from a pretraining checkpoint
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # DPC's encoders have none; ours do
 
 
 def _first_conv(state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -190,8 +222,10 @@ def load_pretrained(model: nn.Module, path: str | Path, view: str) -> LoadReport
 
     Raises:
         CheckpointError: the file is unreadable, was trained on another view (its ``mode``), feeds
-            another channel count to its first conv, or its backbone does not fit the model's
-            (another ``--net``): a run never silently continues from random weights.
+            another channel count to its first conv, or its encoder (backbone and GRU) is not exactly
+            the model's (another ``--net``): nothing is loaded then, so a run never silently continues
+            from random or partly loaded weights.
+        NonFiniteError: an encoder weight is NaN or infinite.
     """
     checkpoint = load_checkpoint(path)
     state = clean_state_dict(state_dict_of(checkpoint, path))
@@ -207,14 +241,26 @@ def load_pretrained(model: nn.Module, path: str | Path, view: str) -> LoadReport
             f"{path}: its first conv takes {conv.shape[1]} channels (weight {tuple(conv.shape)}), "
             f"but view {view!r} has {channels}; is it a checkpoint of another view?"
         )
-    report = load_weights(model, state, path)
-    params = {name for name, _ in model.named_parameters() if name.startswith("backbone.")}
+    report, _ = match_weights(model, state)
+    params = {name for name, _ in model.named_parameters() if name.startswith(_ENCODER)}
     not_loaded = sorted(params - set(report.loaded))
     if not_loaded:
+        part = "backbone" if not_loaded[0].startswith("backbone.") else "GRU"
         raise CheckpointError(
-            f"{path}: {len(not_loaded)} backbone parameters do not fit the model (e.g. {not_loaded[:3]}; "
+            f"{path}: {len(not_loaded)} {part} parameters do not fit the model (e.g. {not_loaded[:3]}; "
             f"{report.summary()}); was it trained with another --net?"
         )
+    foreign = [k for k in report.unexpected + report.mismatched if k.startswith(_ENCODER) and not k.endswith(_BN_STATS)]
+    if foreign:
+        raise CheckpointError(
+            f"{path}: {len(foreign)} encoder tensors have no place in the model (e.g. {foreign[:3]}), so it is "
+            "another architecture; was it trained with another --net? Nothing was loaded"
+        )
+    for key in report.loaded:
+        if key.startswith(_ENCODER):
+            check_finite(state[key], f"{path}: encoder weight {key}",
+                         "it was saved by a diverged run; use an earlier epoch's checkpoint")
+    load_weights(model, state, path)
     return report
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils.errors import DataError, check_finite
-from utils.files import atomic_write, read_npz, write_json
+from utils.files import atomic_write, read_npz, write_json  # write_json: ev.write_json for test.py and the demo
 from utils.metrics import ConfusionMatrix, save_figure, topk_accuracy
 from utils.video_data import VideoEntry, read_frame
 from utils.views import VIEWS

@@ -1,13 +1,14 @@
 """Meters, top-k accuracy and a confusion matrix that draws itself."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from utils.files import atomic_write
 
 
 class AverageMeter:
@@ -92,17 +93,13 @@ class ConfusionMatrix:
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
+    """Save a matplotlib figure atomically (:func:`utils.files.atomic_write`; the format follows the suffix) and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return atomic_write(path, buffer.getbuffer())

@@ -1,0 +1,107 @@
+"""The entry point of every command-line script: a user error is one line on stderr, a bug a traceback.
+
+    if __name__ == "__main__":
+        run_cli(main, get_args_parser())
+
+User errors print ``error: <what, with which file or flag, and what to do>`` and exit with status 1,
+or 2 for a bad flag (as argparse does for the flags it checks itself). They are:
+
+- :class:`utils.errors.UserError` and its kinds (``CheckpointError``, ``DataError``, ``NonFiniteError``;
+  ``UsageError`` is a bad flag);
+- a missing file or folder, a permission denied, a full disk or quota (``OSError``);
+- ``ValueError`` and ``FloatingPointError`` raised by this project's own code — its convention for a
+  bad flag value or input; a message that starts with the flag (``--lr …``) is a usage error;
+- running out of GPU memory;
+- Ctrl-C (status 130).
+
+Anything else, and any of these raised inside a library, is a bug: its traceback is shown as usual.
+``COCON_DEBUG=1`` shows the traceback of user errors too. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from utils.errors import UsageError, UserError
+from utils.files import is_disk_full
+
+DEBUG_ENV = "COCON_DEBUG"
+_REPO = Path(__file__).resolve().parents[1]
+_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EMFILE, errno.ENAMETOOLONG}
+
+
+def debug_enabled() -> bool:
+    """Whether ``COCON_DEBUG`` asks for tracebacks of user errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _raised_by_project(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is this repository's code (not a library's)."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return _REPO in path.parents and not any(part in ("site-packages", "dist-packages", ".venv") for part in path.parts)
+
+
+def _is_cuda_oom(err: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe(err: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit status of a user error, or ``None`` for a bug.
+
+    Args:
+        err: the exception that ended ``main``.
+    """
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted; finished files are complete, and a training run continues with --resume", 130
+    if is_disk_full(err):
+        where = getattr(err, "filename", None) or "its output"
+        return (f"no space left on the device while writing {where}; free space there (or write elsewhere) and "
+                "run again: the files finished before are complete"), 1
+    if _is_cuda_oom(err):
+        return f"out of GPU memory ({_one_line(str(err))[:200]}); lower --batch_size or --img_dim", 1
+    if isinstance(err, UserError):
+        return _one_line(str(err)), 2 if isinstance(err, UsageError) else 1
+    if isinstance(err, _FILE_ERRORS) or (isinstance(err, OSError) and err.errno in _SYSTEM_ERRNOS):
+        if err.errno is not None and err.filename:  # the OS's own error: "[Errno 2] No such file…: 'x'"
+            return f"{(err.strerror or '').lower()}: {err.filename}; check the path and run again", 1
+        return _one_line(str(err)), 1
+    if isinstance(err, (ValueError, FloatingPointError)) and _raised_by_project(err):
+        message = _one_line(str(err))
+        return message, 2 if message.startswith("--") else 1
+    return None
+
+
+def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> None:
+    """Parse the flags and run ``main``; a user error ends the process with one line on stderr.
+
+    Args:
+        main: the script's ``main(args)``; its return value is ignored.
+        parser: the script's argument parser (it exits with status 2 on a flag it rejects).
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except (Exception, KeyboardInterrupt) as err:
+        verdict = describe(err)
+        if verdict is None or debug_enabled():
+            raise
+        message, status = verdict
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(status)

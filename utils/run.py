@@ -1,0 +1,298 @@
+"""The run layer shared by pretraining and fine-tuning: experiment folders, args files, and the checkpoint protocol.
+
+An experiment folder ``<exp>/`` holds ``args.json`` (the flags of its first run; a resumed run writes
+``args_resume<epoch>.json`` beside it), ``model/`` with the checkpoints and ``img/`` for TensorBoard.
+
+Checkpoints (``model/mode_<view>_epoch<N>.pth.tar`` and ``model/mode_<view>_best.pth.tar``) all hold
+the same fields — ``epoch, mode, net, state_dict, best_acc, best_epoch, optimizer, scheduler,
+iteration, args`` and a script's extras — and are written after every epoch in three steps:
+
+1. every view's epoch file;
+2. then the best copies of the views whose validation accuracy improved (a copy of that epoch file);
+3. then each view's epoch files are pruned to the newest ``keep_last``.
+
+Each file is written atomically (:func:`utils.files.atomic_write`). Whatever instant a run is killed
+at, an epoch that every view has is on disk (nothing is pruned before step 1 is done for all views),
+and each view's best weights are either in its best file or in the epoch file step 2 was copying
+(an epoch file is pruned only by a later epoch's step 3): :func:`ensure_best` puts them back at resume.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from utils.checkpoint import CheckpointError, atomic_save, load_all_weights, load_checkpoint, prune_epochs, state_dict_of
+from utils.distributed import unwrap
+from utils.errors import UsageError
+from utils.files import atomic_copy, clean_stale_tmp, write_json
+from utils.views import view_backbone
+
+log = logging.getLogger("cocon.run")
+
+_CHECKPOINT_NAME = re.compile(r"mode_([a-z]+)_(epoch(\d+)|best)\.pth\.tar")
+
+
+# ---------------------------------------------------------------- experiment folders
+
+
+def jsonable_args(args: argparse.Namespace) -> dict:
+    """The flags as JSON values (paths and other objects as strings), as stored in checkpoints and args files."""
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
+
+
+def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch: int | None) -> Path:
+    """Create ``<exp>/model/``, remove the temporary files killed runs left there, and record the flags.
+
+    Args:
+        exp_dir: the experiment folder.
+        args: the flags, written to ``args.json`` (a new run) or ``args_resume<epoch>.json`` (a resumed one,
+            keeping the original).
+        resumed_epoch: the epoch a resumed run continues from, ``None`` for a new run.
+
+    Returns:
+        the ``model/`` folder.
+    """
+    exp_dir = Path(exp_dir)
+    model_dir = exp_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (exp_dir, model_dir):
+        for path in clean_stale_tmp(folder):
+            log.info("removed %s, left by a killed run", path)
+    name = "args.json" if resumed_epoch is None else f"args_resume{resumed_epoch}.json"
+    write_json(exp_dir / name, jsonable_args(args))
+    log.info("experiment folder %s", exp_dir)
+    return model_dir
+
+
+# ---------------------------------------------------------------- writing checkpoints
+
+
+@dataclass
+class Progress:
+    """Progress of a one-view run (fine-tuning), saved in every checkpoint and restored by ``--resume``."""
+
+    epoch: int = 0  # epochs finished
+    iteration: int = 0  # optimiser steps
+    best_acc: float = -1.0  # best validation accuracy
+    best_epoch: int | None = None  # the epoch the best copy holds
+
+
+def checkpoint_path(model_dir: str | Path, view: str, tag: str) -> Path:
+    """``<model_dir>/mode_<view>_<tag>.pth.tar``; ``tag`` is ``epoch<N>`` or ``best``."""
+    return Path(model_dir) / f"mode_{view}_{tag}.pth.tar"
+
+
+def make_checkpoint(
+    view: str,
+    net: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    *,
+    epoch: int,
+    iteration: int,
+    best_acc: float,
+    best_epoch: int | None,
+    args: argparse.Namespace,
+    **extra: object,
+) -> dict:
+    """One view's checkpoint, with the fields every checkpoint of the project has.
+
+    Args:
+        view: the view (``mode``).
+        net: ``--net``; the checkpoint records the view's own backbone (:func:`utils.views.view_backbone`).
+        model: the view's model (wrappers are removed).
+        optimizer, scheduler: their state is saved.
+        epoch: epochs finished.
+        iteration: training batches seen.
+        best_acc: the best validation accuracy so far.
+        best_epoch: the epoch that reached it (its epoch file is what the best copy holds), ``None`` before any.
+        args: the flags.
+        extra: script-specific fields (``steps``, ``scaler``, ``class_names``, …).
+    """
+    return {
+        "epoch": epoch, "mode": view, "net": view_backbone(view, net), "state_dict": unwrap(model).state_dict(),
+        "best_acc": best_acc, "best_epoch": best_epoch, "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "iteration": iteration, "args": jsonable_args(args), **extra,
+    }
+
+
+def save_epoch(
+    model_dir: str | Path, epoch: int, checkpoints: Mapping[str, dict], improved: Iterable[str], keep_last: int
+) -> None:
+    """Write one epoch's checkpoints by the protocol: all epoch files, then best copies, then pruning.
+
+    Args:
+        model_dir: the experiment's ``model/`` folder.
+        epoch: epochs finished (names the files).
+        checkpoints: view -> its checkpoint of that epoch (:func:`make_checkpoint`).
+        improved: the views whose best copy this epoch replaces.
+        keep_last: epoch files kept per view.
+    """
+    for view, checkpoint in checkpoints.items():
+        atomic_save(checkpoint, checkpoint_path(model_dir, view, f"epoch{epoch}"))
+    for view in improved:
+        atomic_copy(checkpoint_path(model_dir, view, f"epoch{epoch}"), checkpoint_path(model_dir, view, "best"))
+    for view in checkpoints:
+        prune_epochs(model_dir, f"mode_{view}_epoch", keep_last)
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def find_resume(path: str | Path, views: list[str]) -> dict[str, Path]:
+    """Each view's checkpoint to resume from.
+
+    Args:
+        path: an experiment's ``model/`` folder (the newest epoch every view has is taken), or one view's
+            checkpoint file (every view then resumes from the same tag: ``epoch<N>`` or ``best``).
+        views: the run's views.
+
+    Raises:
+        FileNotFoundError: the path, or a view's checkpoint, does not exist.
+        UsageError: a file that is not a ``mode_<view>_….pth.tar`` checkpoint.
+    """
+    path = Path(path)
+    if path.is_file():
+        match = _CHECKPOINT_NAME.fullmatch(path.name)
+        if match is None:
+            raise UsageError(f"--resume {path}: expected a mode_<view>_epoch<N>.pth.tar file or a model/ folder")
+        folder, tag = path.parent, match.group(2)
+    elif path.is_dir():
+        folder = path
+        epochs = [_epochs(folder, view) for view in views]
+        common = set.intersection(*epochs)
+        if not common:
+            raise FileNotFoundError(
+                f"--resume {folder}: no epoch has a checkpoint for every view of {views}; pass a model/ folder of a run "
+                "of these views (--modalities/--modality)"
+            )
+        tag = f"epoch{max(common)}"
+    else:
+        raise FileNotFoundError(f"--resume {path} does not exist; pass an experiment's model/ folder or one of its checkpoints")
+    paths = {view: checkpoint_path(folder, view, tag) for view in views}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--resume {path}: missing {', '.join(missing)}; resume from an epoch every view has")
+    return paths
+
+
+def _epochs(folder: Path, view: str) -> set[int]:
+    found = set()
+    for candidate in folder.glob(f"mode_{view}_epoch*.pth.tar"):
+        match = _CHECKPOINT_NAME.fullmatch(candidate.name)
+        if match is not None and match.group(3) is not None:
+            found.add(int(match.group(3)))
+    return found
+
+
+def experiment_of(paths: Mapping[str, Path]) -> Path:
+    """The experiment folder holding resumed checkpoints (``<exp>/model/`` -> ``<exp>``).
+
+    Raises:
+        UsageError: the checkpoints are not in an experiment's ``model/`` folder.
+    """
+    folder = next(iter(paths.values())).resolve().parent
+    if folder.name != "model":
+        raise UsageError(f"--resume {folder}: expected the checkpoints in an experiment's model/ folder (<exp>/model/mode_<view>_…)")
+    return folder.parent
+
+
+def load_resume(path: Path, view: str, net: str, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint to continue a run of ``view`` with ``--net net``.
+
+    Raises:
+        CheckpointError: unreadable, of another view, or saved with another ``--net``.
+    """
+    checkpoint = load_checkpoint(path, map_location=device)
+    if checkpoint.get("mode") != view:
+        raise CheckpointError(f"--resume {path} is a checkpoint of {checkpoint.get('mode')!r}, expected {view!r}")
+    saved = checkpoint.get("net")
+    if saved is not None and view_backbone(view, str(saved)) != view_backbone(view, net):
+        raise CheckpointError(
+            f"--resume {path} was trained with a {saved} {view} encoder, but --net {net} builds a "
+            f"{view_backbone(view, net)}: pass the --net of the run you resume"
+        )
+    for key in ("state_dict", "optimizer", "scheduler", "epoch", "iteration", "best_acc"):
+        if key not in checkpoint:
+            raise CheckpointError(f"--resume {path} has no {key!r}: it is not a training checkpoint of this project")
+    return checkpoint
+
+
+def restore_state(
+    checkpoint: dict, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object, flags: str
+) -> None:
+    """Load a resumed checkpoint's weights, optimiser and scheduler; every tensor must fit.
+
+    Args:
+        checkpoint, path: the checkpoint (:func:`load_resume`) and its file.
+        model, optimizer, scheduler: built from this run's flags.
+        flags: the flags that shape the model and optimiser, named in messages (e.g. ``"--net and --train_what"``).
+
+    Raises:
+        CheckpointError: the weights or the optimiser groups do not fit; the model is left untouched
+            when its weights do not.
+    """
+    load_all_weights(model, state_dict_of(checkpoint, path), f"--resume {path}",
+                     f"resume with the {flags} of the run that wrote it")
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError) as err:  # torch names parameter groups, not the flags that shaped them
+        raise CheckpointError(
+            f"--resume {path}: its optimiser state does not fit this run's ({err}); resume with the {flags} of "
+            "the run that wrote it"
+        ) from err
+    scheduler.load_state_dict(checkpoint["scheduler"])
+
+
+def ensure_best(model_dir: str | Path, view: str, checkpoint: dict) -> None:
+    """Make ``mode_<view>_best.pth.tar`` hold the best epoch a resumed checkpoint records.
+
+    A run killed while writing a best copy left the previous best file (or none); the epoch it was
+    copying is still on disk (see the module docstring) and is copied again.
+
+    Args:
+        model_dir: the experiment's ``model/`` folder.
+        view: the view.
+        checkpoint: the checkpoint the run resumes from (its ``best_epoch`` and ``best_acc``).
+
+    Raises:
+        CheckpointError: the best file is missing and cannot be rebuilt.
+    """
+    best = checkpoint_path(model_dir, view, "best")
+    if "best_epoch" not in checkpoint:  # written by an earlier version, which did not record it
+        if not best.is_file() and checkpoint.get("best_acc", float("-inf")) > float("-inf"):
+            raise CheckpointError(
+                f"{best} is missing: copy the epoch checkpoint with the best validation accuracy to it, or start a new run"
+            )
+        return
+    best_epoch = checkpoint["best_epoch"]
+    if best_epoch is None:  # no epoch has improved yet
+        return
+    if _holds_epoch(best, best_epoch):
+        return
+    source = checkpoint_path(model_dir, view, f"epoch{best_epoch}")
+    if source.is_file():
+        atomic_copy(source, best)
+        log.warning("%s did not hold the best epoch %d (a killed save): copied it again from %s", best, best_epoch, source)
+    elif best.is_file():  # resuming an older epoch than the run reached: its later best stays
+        log.warning("%s holds another epoch than the resumed checkpoint's best (%d), whose file is pruned; keeping it",
+                    best, best_epoch)
+    else:
+        raise CheckpointError(f"{best} is missing and {source}, its epoch, is pruned: the best weights of {view} are lost")
+
+
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return load_checkpoint(path).get("epoch") == epoch
+    except CheckpointError:  # a best copy the disk or a crash damaged: rebuilt like a missing one
+        return False
