@@ -22,6 +22,7 @@ import pytest
 
 from process_data.extract_frame import resize_short_side
 from process_data.keypoints import COCO_KEYPOINTS
+from script_module import load_test_cli
 
 pytestmark = pytest.mark.skipif(sys.version_info >= (3, 13), reason="mediapipe 0.10.21 has no wheel for Python 3.13+")
 REPO = Path(__file__).resolve().parents[1]
@@ -175,15 +176,7 @@ def test_views_figure_and_mediapipe_speed(real):
 
 
 def _test_cli():
-    """test/test.py as a module (it imports its sibling model_lc.py as a top-level module)."""
-    sys.path.insert(0, str(REPO / "test"))
-    try:
-        spec = importlib.util.spec_from_file_location("cocon_test_cli", REPO / "test" / "test.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "test"))
-    return module
+    return load_test_cli("cocon_test_cli")
 
 
 def test_one_cocon_step_on_the_four_views_then_retrieval(real, tmp_path):

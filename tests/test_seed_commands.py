@@ -7,7 +7,6 @@ value), since 100 epochs at 128 px are not a test.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 
 from tiny_dataset import make_tiny_dataset
 from train import dataset_3d, model_trainer
+from script_module import load_test_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,15 +40,7 @@ TINY = ["--net", "resnet10", "--img_dim", "32", "--batch_size", "2", "--epochs",
 
 
 def _test_cli():
-    """test/test.py as a module (it imports its sibling model_lc.py as a top-level module)."""
-    sys.path.insert(0, str(REPO / "test"))
-    try:
-        spec = importlib.util.spec_from_file_location("cocon_test_cli_seed", REPO / "test" / "test.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "test"))
-    return module
+    return load_test_cli("cocon_test_cli_seed")
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAIN))
