@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import model_lc
-from train.dataset_3d import resolve_csv_root, resolve_hflip
+from utils.layout import REPO_ROOT, resolve_csv_root, resolve_hflip
 from train.model_3d import DPCRNN
 from utils import evaluation as ev
 from utils import run
@@ -43,7 +43,6 @@ from utils.errors import check_finite
 from utils.files import append_jsonl
 from utils.metrics import AverageMeter, topk_accuracy
 from utils.video_data import (
-    REPO_ROOT,
     MultiViewClipDataset,
     VideoEntry,
     VideoGroupDataset,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tiny_dataset import LEVEL, make_tiny_dataset
-from train.dataset_3d import build_pretrain_datasets, resolve_csv_root, resolve_hflip, view_sizes
+from train.dataset_3d import build_pretrain_datasets, view_sizes
+from utils.layout import resolve_csv_root, resolve_hflip
 from utils.video_data import load_split
 
 torch.set_num_threads(1)

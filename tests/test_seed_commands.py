@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tiny_dataset import make_tiny_dataset
-from train import dataset_3d, model_trainer
+from train import model_trainer
+from utils import layout
 from script_module import load_test_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,12 +61,12 @@ def test_finetuning_lines_parse_verbatim(name):
 
 
 def test_original_names_find_the_lists_write_csv_wrote(tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset_3d, "DEFAULT_CSV_ROOT", tmp_path)
+    monkeypatch.setattr(layout, "DEFAULT_CSV_ROOT", tmp_path)
     for canonical in ("hmdb51", "kinetics400"):
         (tmp_path / canonical).mkdir()
     for alias, canonical in (("hmdb", "hmdb51"), ("kinetics", "kinetics400"), ("k400", "kinetics400")):
         args = model_trainer.get_args_parser().parse_args(["--dataset", alias])
-        assert dataset_3d.resolve_csv_root(args.csv_root, args.dataset) == tmp_path / canonical
+        assert layout.resolve_csv_root(args.csv_root, args.dataset) == tmp_path / canonical
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_original_lines_run_from_train_then_test(lists, tmp_path, monkeypatch):
 
     # `cd test && python test.py <verbatim>` with {model_path} filled in, run in this process so the
     # default --csv_root (process_data/data/<dataset>) can point at the tiny lists.
-    monkeypatch.setattr(dataset_3d, "DEFAULT_CSV_ROOT", lists)
+    monkeypatch.setattr(layout, "DEFAULT_CSV_ROOT", lists)
     monkeypatch.chdir(REPO / "test")
     line = FINETUNE["cocon_hmdb"].format(model_path=exp / "model" / "mode_flow_epoch1.pth.tar")
     cli = _test_cli()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.video_data import (
-    DEFAULT_CSV_ROOT,
     MultiViewClipDataset,
     check_views_on_disk,
     holdout_split,
@@ -22,32 +21,8 @@ from utils.video_data import (
 from utils.views import VIEWS
 
 SAMPLING_MODES = ("dynamic", "center")
-# Its classes are mirror pairs (wave_left vs wave_right, ...): a flip would swap labels.
-MIRRORED_DATASETS = ("synthetic",)
 
 log = logging.getLogger(__name__)
-
-
-def resolve_csv_root(csv_root: str | Path | None, dataset: str) -> Path:
-    """``--csv_root``, or ``process_data/data/<dataset>`` relative to the repository (not the cwd).
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-    """
-    root = Path(csv_root) if csv_root is not None else DEFAULT_CSV_ROOT / dataset
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"no split lists for --dataset {dataset}: {root} does not exist; write them with "
-            "process_data/write_csv.py or point --csv_root at the folder holding train_split01.csv"
-        )
-    return root
-
-
-def resolve_hflip(hflip: bool | None, dataset: str) -> bool:
-    """``--hflip``; unset means on, except for datasets whose classes are mirror images."""
-    if hflip is not None:
-        return hflip
-    return dataset not in MIRRORED_DATASETS
 
 
 def view_sizes(views: Sequence[str], img_dim: int) -> dict[str, int]:

@@ -42,7 +42,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from train.dataset_3d import SAMPLING_MODES, build_pretrain_datasets, resolve_csv_root, resolve_hflip
+from train.dataset_3d import SAMPLING_MODES, build_pretrain_datasets
+from utils.layout import REPO_ROOT, resolve_csv_root, resolve_hflip
 from train.diagnostics import similarity_agreement, term_gradient_norms
 from train.losses import TEMP_DIVISIONS, CoConLossConfig, cocon_loss, cocon_terms, cpc_temperature, pool_blocks, total_loss
 from train.model_3d import DPCRNN
@@ -63,7 +64,7 @@ from utils.distributed import (
 from utils.files import append_jsonl
 from utils.metrics import AverageMeter
 from utils.precision import amp_dtype_for, autocast, describe_amp, grad_scaler, to_channels_last
-from utils.video_data import REPO_ROOT, fill_frame_caches
+from utils.video_data import fill_frame_caches
 from utils.views import VIEWS, parse_views, view_backbone
 from utils.visualize import clip_grid
 

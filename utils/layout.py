@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CSV_ROOT = REPO_ROOT / "process_data" / "data"
+# Its classes are mirror pairs (wave_left vs wave_right, ...): a flip would swap labels.
+MIRRORED_DATASETS = ("synthetic",)
+
 
 def sibling_folder(path: str | Path, folder: str) -> Path:
     """``path`` with its last component named ``frame`` swapped for ``folder``.
@@ -64,3 +69,25 @@ def read_class_index(path: str | Path) -> list[str]:
     if sorted(names) != list(range(1, len(names) + 1)):
         raise ValueError(f"{path}: class ids must be 1..{len(names)} without gaps")
     return [names[i] for i in range(1, len(names) + 1)]
+
+
+def resolve_csv_root(csv_root: str | Path | None, dataset: str) -> Path:
+    """``--csv_root``, or ``process_data/data/<dataset>`` relative to the repository (not the cwd).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+    """
+    root = Path(csv_root) if csv_root is not None else DEFAULT_CSV_ROOT / dataset
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no split lists for --dataset {dataset}: {root} does not exist; write them with "
+            "process_data/write_csv.py or point --csv_root at the folder holding train_split01.csv"
+        )
+    return root
+
+
+def resolve_hflip(hflip: bool | None, dataset: str) -> bool:
+    """``--hflip``; unset means on, except for datasets whose classes are mirror images."""
+    if hflip is not None:
+        return hflip
+    return dataset not in MIRRORED_DATASETS

@@ -34,8 +34,6 @@ from utils.files import read_npz
 from utils.layout import read_class_index  # re-exported: torch-free, shared with write_csv.py
 from utils.views import VIEWS, view_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CSV_ROOT = REPO_ROOT / "process_data" / "data"
 
 # OpenCV's own threads fight the DataLoader's worker processes for the same cores.
 cv2.setNumThreads(1)
