@@ -1,10 +1,10 @@
 # One command each: `make demo` (set up, then the whole CoCon story on the synthetic dataset)
-# and `make test` (set up, then the test suite). Both create .venv on first use.
+# and `make test` (set up, then the linter and the test suite). Both create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install test test-fast lint demo bench clean-venv
 
 # requirements-mediapipe.txt is installed without dependencies: see the file for why.
 $(VENV)/.installed: requirements.txt requirements-mediapipe.txt requirements-test.txt pyproject.toml
@@ -16,8 +16,15 @@ $(VENV)/.installed: requirements.txt requirements-mediapipe.txt requirements-tes
 
 install: $(VENV)/.installed
 
-test: install
+test: lint
 	$(PY) -m pytest -q
+
+# The edit-test loop: the suite without the end-to-end CLI runs marked slow.
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 demo: install
 	$(PY) scripts/demo.py

@@ -10,7 +10,7 @@ Figures:
   growth of each worker's private memory (USS: pages it no longer shares with the main process, which
   is what copy-on-access costs) and of its RSS, the larger of the two workers;
 - retrieval: recall@k of ``--queries`` random features in a ``--gallery`` of random features with
-  ``utils.evaluation.retrieval_recall`` (chunked top-k), its time and peak memory above the inputs.
+  ``utils.retrieval.retrieval_recall`` (chunked top-k), its time and peak memory above the inputs.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils import evaluation as ev
 from utils.cli_options import HelpFormatter
-from utils.video_data import VideoEntry, VideoIndex, holdout_split, read_split_csv
+from utils.retrieval import retrieval_recall
+from utils.video_index import VideoEntry, VideoIndex, holdout_split, read_split_csv
 
 NUM_CLASSES = 400
 
@@ -183,7 +183,7 @@ def bench_retrieval(queries: int, gallery: int, dim: int) -> dict[str, float]:
     query_y, gallery_y = rng.integers(0, NUM_CLASSES, queries), rng.integers(0, NUM_CLASSES, gallery)
     with PeakRSS() as peak:
         start = time.perf_counter()
-        recalls = ev.retrieval_recall(query, query_y, gallery_x, gallery_y)
+        recalls = retrieval_recall(query, query_y, gallery_x, gallery_y)
         seconds = time.perf_counter() - start
     inputs = query.nbytes + gallery_x.nbytes
     return {"seconds": seconds, "peak_mib": peak.peak / 2**20, "inputs_mib": inputs / 2**20,

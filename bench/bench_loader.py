@@ -17,15 +17,17 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
 from utils.cli_options import HelpFormatter
-from utils.video_data import MultiViewClipDataset, VideoEntry, clip_indices
+from utils.clip_sampling import clip_indices
+from utils.video_data import MultiViewClipDataset
+from utils.video_index import VideoEntry
 from utils.views import VIEWS
 
 BENCH_VIEWS = ("imgs", "flow")

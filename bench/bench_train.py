@@ -28,15 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_loader
 import torch
 from tqdm import tqdm
 
-import bench_loader
 from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
-from train.model_trainer import build_optimizer, forward_views
+from train.model_trainer import build_optimizer
 from train.model_trainer import get_args_parser as trainer_parser
 from train.model_trainer import main as pretrain
+from train.pretrain_loop import forward_views
 from utils.cli_options import HelpFormatter
 from utils.precision import amp_dtype_for, autocast, describe_amp, match_layout, to_channels_last
 from utils.views import VIEWS

@@ -28,15 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
-from train.model_trainer import build_optimizer, forward_views
+from train.model_trainer import build_optimizer
+from train.pretrain_loop import forward_views
 from utils.cli_options import HelpFormatter
 from utils.precision import amp_dtype_for, describe_amp, grad_scaler, to_channels_last
 from utils.views import VIEWS

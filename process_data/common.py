@@ -12,19 +12,20 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from tqdm import tqdm
 
 from utils.files import atomic_write, pid_alive
+from utils.layout import FRAMES
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm")
-FRAME_GLOB = "image_*.jpg"
 _TMP_TAG = ".tmp-"
 _SHOW_FAILURES = 5  # failures printed at the end of a run; failed.txt has them all
 _PARENT_POLL_S = 0.2  # how often a pool worker checks that the run that started it is alive
@@ -187,12 +188,7 @@ def list_video_dirs(frame_root: Path) -> list[Path]:
     )
 
 
-def frame_name(index: int) -> str:
-    """`image_00001.jpg` for `index` 1 (frames are 1-based, 5 digits)."""
-    return f"image_{index:05d}.jpg"
-
-
-def count_frames(video_dir: Path, pattern: str = FRAME_GLOB) -> int:
+def count_frames(video_dir: Path, pattern: str = FRAMES.glob) -> int:
     """Number of files matching `pattern` (default `image_*.jpg`) in `video_dir`; 0 if it does not exist.
 
     Args:

@@ -6,7 +6,8 @@
 
 Pair index i holds the flow from frame i to frame i+1, so a video of n frames gets n-1 pairs.
 Flow is computed on grayscale frames and stored as 8-bit grayscale JPEG (quality 95) with the
-dense_flow convention `round((clip(f, -bound, bound) + bound) * 255 / (2 * bound))`.
+dense_flow convention `round((clip(f, -bound, bound) + bound) * 255 / (2 * bound))`
+(`utils.layout.encode_flow`, which the loader's reading mirrors).
 Each video is written into a temporary folder renamed into place when complete, so a rerun skips
 finished videos; failures are listed in `<flow_root>/failed.txt`.
 
@@ -22,18 +23,18 @@ Methods (timings from bench/bench_preprocess.py):
   PRESET_FAST was 6x faster again but 40% further from the true flow).
 """
 import argparse
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from process_data.common import atomic_dir, finish_run, frame_name, list_video_dirs, parallel_map
+from process_data.common import atomic_dir, finish_run, list_video_dirs, parallel_map
 from process_data.extract_frame import resize_short_side
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
-from utils.layout import sibling_folder
+from utils.layout import FARNE_TREE, FLOW_TREE, FLOW_X, FLOW_Y, FRAMES, encode_flow, sibling_folder
 
 METHODS = ("tvl1", "farneback", "dis")
 TVL1_PRESETS = {
@@ -43,34 +44,6 @@ TVL1_PRESETS = {
 FLOW_JPEG_QUALITY = 95
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def encode_flow(flow: np.ndarray, bound: float) -> np.ndarray:
-    """Map flow in pixels to uint8: clip to [-bound, bound], then linearly to 0..255 (dense_flow).
-
-    0 -> 128 (127.5 rounded), +bound -> 255, -bound -> 0. The training loader reads it back as
-    `u8 / 255 - 0.5`, i.e. about [-0.5, 0.5] (flow / (2 * bound)); `decode_flow` gives pixels.
-
-    Args:
-        flow: flow in pixels, any shape (e.g. `[H, W]` one component or `[H, W, 2]`).
-        bound: clipping bound in pixels (> 0).
-    """
-    if bound <= 0:
-        raise ValueError(f"flow bound must be > 0, got {bound}")
-    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
-    return np.rint(scaled).astype(np.uint8)
-
-
-def decode_flow(u8: np.ndarray, bound: float) -> np.ndarray:
-    """Inverse of `encode_flow`: uint8 0..255 back to float32 pixels in [-bound, bound].
-
-    Args:
-        u8: encoded flow, any shape.
-        bound: the bound it was encoded with.
-    """
-    if bound <= 0:
-        raise ValueError(f"flow bound must be > 0, got {bound}")
-    return u8.astype(np.float32) * np.float32(2 * bound / 255.0) - np.float32(bound)
 
 
 def make_flow_fn(method: str, tvl1_preset: str = "accurate") -> FlowFn:
@@ -116,8 +89,8 @@ def frame_paths(video_dir: Path) -> list[Path]:
     Raises:
         ValueError: the numbering has a gap.
     """
-    names = sorted(p.name for p in video_dir.glob("image_*.jpg"))
-    expected = [frame_name(i) for i in range(1, len(names) + 1)]
+    names = sorted(p.name for p in video_dir.glob(FRAMES.glob))
+    expected = [FRAMES.name(i) for i in range(1, len(names) + 1)]
     if names != expected:
         missing = sorted(set(expected) - set(names))[:3]
         raise ValueError(f"{video_dir}: frames are not numbered image_00001..{len(names):05d} (missing {missing})")
@@ -149,9 +122,9 @@ def extract_video_flow(video_dir: Path, out_dir: Path, flow_fn: FlowFn, bound: f
             if nxt.shape != prev.shape:
                 raise ValueError(f"{path}: size {nxt.shape} differs from the previous frame's {prev.shape}")
             flow = encode_flow(flow_fn(prev, nxt), bound)  # [H, W, 2]
-            for c, axis in enumerate("xy"):
-                if not cv2.imwrite(str(tmp / f"flow_{axis}_{i:05d}.jpg"), flow[..., c], params):
-                    raise OSError(f"cannot write flow_{axis}_{i:05d}.jpg to {tmp}")
+            for c, files in enumerate((FLOW_X, FLOW_Y)):
+                if not cv2.imwrite(str(tmp / files.name(i)), flow[..., c], params):
+                    raise OSError(f"cannot write {files.name(i)} to {tmp}")
             prev = nxt
     return len(frames) - 1
 
@@ -176,7 +149,7 @@ def default_flow_root(frame_root: Path, method: str) -> Path:
     Raises:
         ValueError: `frame_root` has no `frame` component; --flow_root must then be given.
     """
-    folder = "farne" if method == "farneback" else "flow"
+    folder = FARNE_TREE if method == "farneback" else FLOW_TREE
     try:
         return sibling_folder(Path(frame_root).resolve(), folder)
     except ValueError as exc:

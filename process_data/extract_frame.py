@@ -18,10 +18,16 @@ import cv2
 import numpy as np
 
 from process_data.common import (
-    VIDEO_EXTS, atomic_dir, finish_run, frame_name, list_videos, parallel_map, short_side_size,
+    VIDEO_EXTS,
+    atomic_dir,
+    finish_run,
+    list_videos,
+    parallel_map,
+    short_side_size,
 )
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
+from utils.layout import FRAMES
 
 JPEG_QUALITY = 80
 
@@ -73,7 +79,7 @@ def extract_video(video: Path, out_dir: Path, dim: int) -> int:
                 if not ok:
                     break
                 n += 1
-                if not cv2.imwrite(str(tmp / frame_name(n)), resize_short_side(frame, dim),
+                if not cv2.imwrite(str(tmp / FRAMES.name(n)), resize_short_side(frame, dim),
                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                     raise OSError(f"{video}: cannot write frame {n} to {tmp}")
             if n == 0:

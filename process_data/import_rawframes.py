@@ -24,6 +24,7 @@ from pathlib import Path
 from process_data.common import atomic_dir, finish_run, list_video_dirs
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
+from utils.layout import FLOW_TREE, FLOW_X, FLOW_Y, FRAME_TREE, FRAMES
 
 MODES = ("hardlink", "symlink", "copy")
 
@@ -66,11 +67,12 @@ def import_video(video_dir: Path, frame_dir: Path, flow_dir: Path, prefixes: dic
     Raises:
         ValueError: the folder has no frame, or flow_x and flow_y files do not pair up.
     """
-    frames = _renamed(video_dir, prefixes["img"], "image_")
-    flows = _renamed(video_dir, prefixes["flow_x"], "flow_x_") + _renamed(video_dir, prefixes["flow_y"], "flow_y_")
+    frames = _renamed(video_dir, prefixes["img"], FRAMES.prefix)
+    flows = (_renamed(video_dir, prefixes["flow_x"], FLOW_X.prefix)
+             + _renamed(video_dir, prefixes["flow_y"], FLOW_Y.prefix))
     if not frames:
         raise ValueError(f"{video_dir} has no {prefixes['img']}NNNNN.jpg frames")
-    n_x = sum(name.startswith("flow_x_") for _, name in flows)
+    n_x = sum(name.startswith(FLOW_X.prefix) for _, name in flows)
     if n_x != len(flows) - n_x:
         raise ValueError(f"{video_dir} has {n_x} {prefixes['flow_x']}*.jpg but {len(flows) - n_x} "
                          f"{prefixes['flow_y']}*.jpg files")
@@ -105,8 +107,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Place every video of --src_root in the frame and flow trees; return the done/skipped/failed counts."""
     src_root = Path(args.src_root)
-    frame_root = Path(args.dataset_root) / "frame" / args.subset
-    flow_root = Path(args.dataset_root) / "flow" / args.subset
+    frame_root = Path(args.dataset_root) / FRAME_TREE / args.subset
+    flow_root = Path(args.dataset_root) / FLOW_TREE / args.subset
     if src_root.resolve() in (frame_root.resolve(), flow_root.resolve()):
         raise ValueError(f"--src_root {src_root} is where the frame or flow tree would be written")
     video_dirs = list_video_dirs(src_root)

@@ -1,4 +1,4 @@
-"""COCO human-keypoint constants and the rendering of the `kphm` and `seg` views.
+"""Rendering of the `kphm` and `seg` views: COCO joint heatmaps, person masks, BlazePose to COCO joints.
 
 Keypoints are stored normalised: x and y in [0, 1] of the frame width and height, so they do not
 depend on the resolution the frames were resized to. Pixel `i` covers [i, i + 1) / size, so its
@@ -7,20 +7,7 @@ centre is at (i + 0.5) / size (torchvision's keypoint R-CNN uses the same conven
 import cv2
 import numpy as np
 
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-
-# Limb pairs of COCO's person skeleton, 0-based indices into COCO_KEYPOINTS.
-COCO_SKELETON = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)
-
-# Maps each keypoint to its mirror image: a horizontal flip moves joint i to FLIP_PERMUTATION[i].
-FLIP_PERMUTATION = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+from utils.keypoints import COCO_KEYPOINTS
 
 # The BlazePose landmark (MediaPipe Pose, 33 landmarks) of each COCO joint, in COCO_KEYPOINTS order:
 # nose 0, eyes 2 and 5 (BlazePose's eye centres), ears 7 and 8, shoulders 11-12, elbows 13-14,

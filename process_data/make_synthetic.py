@@ -7,6 +7,8 @@ performing one of up to 10 actions, in this order: wave_left_arm, wave_right_arm
 both_arms_up_down, squat, kick_left, kick_right, walk_left, walk_right, jump, clap.
 "left"/"right" of an arm or leg is the person's own side (COCO's left joints; the figure faces the
 camera, so its left side is on the image's right). walk_left moves towards the image's left.
+The actions' joint trajectories live in `process_data/synthetic_poses.py`, the drawing of a video and
+its nuisances in `process_data/synthetic_render.py`; this script writes the files and the split.
 
 The class is carried by motion, which optical flow and keypoints see directly. Everything an RGB
 encoder could latch on to is a nuisance drawn per video, independent of the class: body size,
@@ -17,10 +19,12 @@ that contrasts with the background so that RGB alone can still learn the task.
 
 Scenes (`--scenes K`): as the clips of UCF101 are cut from a few dozen pieces of footage per class
 group, the videos can share their look — the figure's size and place in the frame, the background,
-the clothes and the ball's colour — from a pool of K scenes, each video's scene drawn independently of
-its class. Within a scene, clips differ by the action and by its speed and phase, the camera drift,
-the lighting drift and the ball's path. With a look of its own per video (K = 0), the look alone
-tells any two clips apart, so a contrastive encoder never needs the motion; with a shared look it does.
+the clothes and the ball (its size, colour, depth and starting place) — from a pool of K scenes, each
+video's scene drawn independently of its class. Within a scene, clips differ by the action and by its
+speed and phase, the camera drift, the lighting drift and, when the ball moves, its direction and speed.
+So nothing static tells two clips of a scene apart: a contrastive encoder has to look at the figure.
+With a look of its own per video (K = 0), the look alone tells any two clips apart, so a contrastive
+encoder never needs the motion; with a shared look it does.
 
 The nuisances that change over time do so smoothly, as with a handheld or panning camera: the
 camera drifts a few pixels over seconds (a fraction of a pixel per frame, well below the speed of
@@ -48,7 +52,6 @@ larger run.
 import argparse
 import io
 import os
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -56,440 +59,15 @@ import cv2
 import numpy as np
 
 from process_data.common import atomic_write_text, parallel_map
-from process_data.keypoints import FLIP_PERMUTATION
+from process_data.synthetic_poses import ACTIONS
+from process_data.synthetic_render import render_video
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
 from utils.files import atomic_write
 
-ACTIONS = (
-    "wave_left_arm", "wave_right_arm", "both_arms_up_down", "squat", "kick_left", "kick_right",
-    "walk_left", "walk_right", "jump", "clap",
-)
 FPS = 25
-
-# Body proportions in units of the body scale B (hip centre to head top is about 0.5 B).
-_TORSO, _NECK, _HEAD_R = 0.30, 0.12, 0.075
-_SHOULDER_W, _HIP_W = 0.10, 0.06
-_UPPER_ARM, _FOREARM, _THIGH, _SHIN = 0.15, 0.14, 0.22, 0.22
-_SHIFT = 4  # cv2 drawing with 4 fractional bits, so slow motion moves smoothly
 _SPLIT_STREAM = 2**31 - 1  # seed-sequence key of the split's random stream, distinct from any class index
 _SCENE_STREAM, _SCENE_CHOICE_STREAM = 2**31 - 2, 2**31 - 3  # keys of the scene looks and of each video's pick
-
-
-@dataclass
-class Motion:
-    """Per-video motion nuisances: period (frames), phase (radians), amplitude scale, walking distance (B units)."""
-    period: float
-    phase: float
-    amp: float
-    travel: float
-
-
-# ---------------------------------------------------------------------------------------------
-# Poses. Angles are absolute: 0 points down, positive turns towards the image's right (+x).
-# Coordinates are in body units, y down, origin at the initial hip centre.
-
-
-def _direction(phi: np.ndarray) -> np.ndarray:
-    return np.stack([np.sin(phi), np.cos(phi)], axis=-1)  # [T, 2]
-
-
-def _assemble(root, lean, arm_l, arm_r, leg_l, leg_r) -> np.ndarray:
-    """Joint positions [T, 17, 2] from the root [T, 2], torso lean [T] and (upper, lower) limb angles."""
-    up = np.stack([np.sin(lean), -np.cos(lean)], axis=-1)
-    across = np.stack([np.cos(lean), np.sin(lean)], axis=-1)  # towards the person's left
-    shoulder_c = root + _TORSO * up
-    head = shoulder_c + _NECK * up
-    shoulder_l, shoulder_r = shoulder_c + _SHOULDER_W * across, shoulder_c - _SHOULDER_W * across
-    hip_l, hip_r = root + _HIP_W * across, root - _HIP_W * across
-    elbow_l = shoulder_l + _UPPER_ARM * _direction(arm_l[0])
-    elbow_r = shoulder_r + _UPPER_ARM * _direction(arm_r[0])
-    knee_l = hip_l + _THIGH * _direction(leg_l[0])
-    knee_r = hip_r + _THIGH * _direction(leg_r[0])
-    r = _HEAD_R
-    joints = [
-        head - 0.2 * r * up,  # nose
-        head + 0.35 * r * across + 0.15 * r * up, head - 0.35 * r * across + 0.15 * r * up,  # eyes
-        head + 0.9 * r * across, head - 0.9 * r * across,  # ears
-        shoulder_l, shoulder_r, elbow_l, elbow_r,
-        elbow_l + _FOREARM * _direction(arm_l[1]), elbow_r + _FOREARM * _direction(arm_r[1]),
-        hip_l, hip_r, knee_l, knee_r,
-        knee_l + _SHIN * _direction(leg_l[1]), knee_r + _SHIN * _direction(leg_r[1]),
-    ]
-    return np.stack(joints, axis=1)
-
-
-def _side(theta_upper, theta_lower, side: int):
-    """Angles measured outwards from the body for one side (+1 = person's left) -> absolute angles."""
-    return side * np.asarray(theta_upper), side * np.asarray(theta_lower)
-
-
-def _idle_arm(c, side):
-    sway = 0.15 + 0.05 * np.sin(c)
-    return _side(sway, sway + 0.1, side)
-
-
-def _idle_leg(c, side):
-    stance = np.full_like(c, 0.05)
-    return _side(stance, stance, side)
-
-
-def _leg_ik(hip_y, side):
-    """Thigh and shin angles that keep the ankle on the floor below a hip lowered by hip_y."""
-    ankle = np.array([side * (_HIP_W + 0.03), _THIGH + _SHIN])
-    vx = ankle[0] - side * _HIP_W
-    vy = ankle[1] - hip_y
-    alpha = np.arctan2(vx, vy)
-    beta = np.arccos(np.clip(np.hypot(vx, vy) / (_THIGH + _SHIN), -1, 1))  # knees bend outwards
-    return alpha + side * beta, alpha - side * beta
-
-
-def _pose_wave_left_arm(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    arm_l = _side(2.3 + 0.1 * np.sin(c), np.pi + 0.6 * m.amp * np.sin(c), +1)
-    root = np.zeros((len(t), 2))
-    return _assemble(root, 0.03 * np.sin(c), arm_l, _idle_arm(c, -1), _idle_leg(c, +1), _idle_leg(c, -1))
-
-
-def _pose_both_arms_up_down(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    raise_ = 0.2 + 2.4 * m.amp * (1 - np.cos(c)) / 2
-    root = np.zeros((len(t), 2))
-    arms = [_side(raise_, raise_ + 0.1, s) for s in (+1, -1)]
-    return _assemble(root, np.zeros(len(t)), *arms, _idle_leg(c, +1), _idle_leg(c, -1))
-
-
-def _pose_squat(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    depth = (1 - np.cos(c)) / 2
-    hip_y = 0.15 * m.amp * depth
-    root = np.stack([np.zeros(len(t)), hip_y], axis=-1)
-    arms = [_side(0.2 + 1.2 * depth, 0.3 + 1.3 * depth, s) for s in (+1, -1)]
-    return _assemble(root, np.zeros(len(t)), *arms, _leg_ik(hip_y, +1), _leg_ik(hip_y, -1))
-
-
-def _pose_kick_left(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    kick = np.maximum(0, np.sin(c)) ** 2
-    leg_l = _side(0.05 + 1.2 * m.amp * kick, 0.05 + 0.9 * m.amp * kick, +1)
-    arms = [_side(0.3 + 0.6 * kick, 0.4 + 0.6 * kick, s) for s in (+1, -1)]
-    root = np.zeros((len(t), 2))
-    return _assemble(root, -0.15 * kick, *arms, leg_l, _idle_leg(c, -1))
-
-
-def _pose_walk_left(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    heading = -1.0  # towards the image's left
-    swing = 0.45 * m.amp * np.sin(c)
-    thigh_l, thigh_r = heading * swing, -heading * swing
-    # The swinging leg's shin trails behind the knee.
-    leg_l = (thigh_l, thigh_l - heading * 0.6 * np.maximum(0, np.cos(c)))
-    leg_r = (thigh_r, thigh_r - heading * 0.6 * np.maximum(0, -np.cos(c)))
-    arm_l = (-0.7 * thigh_l + 0.15, -0.7 * thigh_l + 0.15 + heading * 0.3)
-    arm_r = (-0.7 * thigh_r - 0.15, -0.7 * thigh_r - 0.15 + heading * 0.3)
-    x = heading * m.travel * t / max(t[-1], 1)
-    root = np.stack([x, -0.015 * np.abs(np.cos(c))], axis=-1)
-    return _assemble(root, np.zeros(len(t)), arm_l, arm_r, leg_l, leg_r)
-
-
-def _pose_jump(t, m):
-    c = np.pi * t / m.period + m.phase
-    air = np.abs(np.sin(c))  # one hop per period, landing at the zeros
-    root = np.stack([np.zeros(len(t)), -0.18 * m.amp * air], axis=-1)
-    arms = [_side(0.3 + 2.2 * air, 0.4 + 2.2 * air, s) for s in (+1, -1)]
-    legs = [_side(0.05 + 0.35 * air, 0.05 - 0.25 * air, s) for s in (+1, -1)]
-    return _assemble(root, np.zeros(len(t)), *arms, *legs)
-
-
-def _pose_clap(t, m):
-    c = 2 * np.pi * t / m.period + m.phase
-    together = (1 - np.cos(c)) / 2  # 1 = hands meet in front of the chest
-    arms = [_side(0.5 - 0.75 * together, 2.6 + 1.0 * together, s) for s in (+1, -1)]
-    root = np.zeros((len(t), 2))
-    return _assemble(root, 0.02 * np.sin(c), *arms, _idle_leg(c, +1), _idle_leg(c, -1))
-
-
-def _mirror(joints: np.ndarray) -> np.ndarray:
-    mirrored = joints[:, list(FLIP_PERMUTATION)].copy()
-    mirrored[..., 0] *= -1
-    return mirrored
-
-
-_POSES = {
-    "wave_left_arm": _pose_wave_left_arm,
-    "wave_right_arm": lambda t, m: _mirror(_pose_wave_left_arm(t, m)),
-    "both_arms_up_down": _pose_both_arms_up_down,
-    "squat": _pose_squat,
-    "kick_left": _pose_kick_left,
-    "kick_right": lambda t, m: _mirror(_pose_kick_left(t, m)),
-    "walk_left": _pose_walk_left,
-    "walk_right": lambda t, m: _mirror(_pose_walk_left(t, m)),
-    "jump": _pose_jump,
-    "clap": _pose_clap,
-}
-
-
-def pose_trajectory(action: str, frames: int, motion: Motion) -> np.ndarray:
-    """Joint positions of `action` in body units (y down, origin at the initial hip centre).
-
-    Args:
-        action: one of ACTIONS.
-        frames: number of frames T.
-        motion: period, phase, amplitude and walking distance.
-    Returns:
-        `[T, 17, 2]` float64.
-    """
-    if action not in _POSES:
-        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
-    return _POSES[action](np.arange(frames, dtype=np.float64), motion)
-
-
-# ---------------------------------------------------------------------------------------------
-# Appearance nuisances.
-
-
-def _random_colour(rng: np.random.Generator, sat=(0.0, 1.0), val=(0.0, 1.0)) -> tuple[int, int, int]:
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.uint8)
-    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
-
-
-def _make_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A static cluttered background [size, size, 3]: gradient + smooth noise texture + random shapes."""
-    ramp = np.linspace(0, 1, size, dtype=np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    along = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
-    along = (along - along.min()) / max(np.ptp(along), 1e-6)
-    c0, c1 = (np.array(_random_colour(rng), np.float32) for _ in range(2))
-    gradient = c0 + along[..., None] * (c1 - c0)
-    cells = int(rng.integers(3, 9))
-    # Low-contrast texture around mid-grey: clutter that changes with the video, not a camouflage
-    # that hides the figure's limbs once a frame is shrunk to the encoders' 32-64 px.
-    texture = 128 + rng.uniform(-1, 1, (cells, cells, 3)).astype(np.float32) * 255 * rng.uniform(0.1, 0.35)
-    texture = cv2.resize(texture, (size, size), interpolation=cv2.INTER_CUBIC)
-    grain = rng.normal(0, rng.uniform(0, 12), (size, size, 1)).astype(np.float32)
-    mix = rng.uniform(0.2, 0.8)
-    img = np.clip(mix * gradient + (1 - mix) * texture + grain, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 7))):
-        _random_shape(rng, img)
-    return img
-
-
-def _random_shape(rng: np.random.Generator, img: np.ndarray) -> None:
-    size = img.shape[0]
-    colour = _random_colour(rng)
-    p = rng.uniform(0, size, 2).astype(int)
-    extent = int(rng.uniform(0.05, 0.25) * size) + 1
-    kind = rng.integers(4)
-    if kind == 0:
-        q = p + rng.integers(-extent, extent + 1, 2)
-        cv2.rectangle(img, tuple(int(v) for v in p), tuple(int(v) for v in q), colour, -1)
-    elif kind == 1:
-        cv2.circle(img, tuple(int(v) for v in p), extent // 2 + 1, colour, -1)
-    elif kind == 2:
-        q = p + rng.integers(-2 * extent, 2 * extent + 1, 2)
-        thick = int(rng.integers(1, max(2, size // 32) + 1))
-        cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in q), colour, thick)
-    else:
-        pts = (p + rng.integers(-extent, extent + 1, (int(rng.integers(3, 6)), 2))).astype(np.int32)
-        cv2.fillPoly(img, [pts], colour)
-
-
-@dataclass
-class _Style:
-    skin: tuple
-    shirt: tuple
-    sleeve: tuple
-    trousers: tuple
-    outline: tuple
-    thickness: int
-
-
-def _sample_style(rng: np.random.Generator, background: np.ndarray, scale: float) -> _Style:
-    skin = _random_colour(rng, sat=(0.2, 0.7), val=(0.3, 1.0))
-    shirt = _random_colour(rng, sat=(0.4, 1.0), val=(0.4, 1.0))
-    trousers = _random_colour(rng, sat=(0.3, 1.0), val=(0.3, 1.0))
-    sleeve = shirt if rng.random() < 0.5 else skin
-    bright = background.mean() > 110  # outline contrasts with the background, whatever the class
-    outline = tuple(int(v) for v in (rng.integers(0, 40, 3) if bright else rng.integers(215, 256, 3)))
-    return _Style(skin, shirt, sleeve, trousers, outline, max(2, int(round(0.11 * scale))))
-
-
-# Lines of the figure, back to front: (joint a, joint b, garment); the torso and head go in between.
-_LEGS = ((11, 13, "trousers"), (13, 15, "trousers"), (12, 14, "trousers"), (14, 16, "trousers"))
-_ARMS = ((5, 7, "shirt"), (7, 9, "sleeve"), (6, 8, "shirt"), (8, 10, "sleeve"))
-
-
-def _fixed(points: np.ndarray) -> np.ndarray:
-    return np.rint(points * (1 << _SHIFT)).astype(np.int32)
-
-
-def _figure_parts(joints: np.ndarray, style: _Style) -> list[list[tuple]]:
-    """Per frame, the drawing primitives back to front: (kind, fixed-point points, colour, size in pixels)."""
-    head = (joints[:, 3] + joints[:, 4]) / 2
-    head_r = np.linalg.norm(joints[:, 3] - joints[:, 4], axis=-1) / 1.8
-    neck = (joints[:, 5] + joints[:, 6]) / 2
-    points = _fixed(np.concatenate([joints, head[:, None], neck[:, None]], axis=1)).tolist()  # [T, 19, 2]
-    torso = np.ascontiguousarray(_fixed(joints[:, [5, 6, 12, 11]]))  # cv2 needs contiguous points
-    th = style.thickness
-    parts = []
-    for i, p in enumerate(points):
-        p = [tuple(q) for q in p]
-        frame = [("line", (p[a], p[b]), getattr(style, garment), th) for a, b, garment in _LEGS]
-        frame.append(("poly", torso[i], style.shirt, 0))
-        frame.append(("line", (p[18], p[17]), style.skin, th))
-        frame += [("line", (p[a], p[b]), getattr(style, garment), th) for a, b, garment in _ARMS]
-        frame.append(("circle", (p[17],), style.skin, head_r[i]))
-        parts.append(frame)
-    return parts
-
-
-def _draw(img: np.ndarray, kind: str, pts, colour, size: float, grow: int) -> None:
-    """Draw one primitive; `grow` pixels wider for the outline and the mask."""
-    if kind == "line":
-        cv2.line(img, pts[0], pts[1], colour, int(size) + grow, cv2.LINE_AA, _SHIFT)
-    elif kind == "poly":
-        cv2.fillConvexPoly(img, pts, colour, cv2.LINE_AA, _SHIFT)
-        if grow:
-            cv2.polylines(img, [pts], True, colour, grow, cv2.LINE_AA, _SHIFT)
-    else:
-        radius = int(round((size + grow / 2) * (1 << _SHIFT)))
-        cv2.circle(img, pts[0], radius, colour, -1, cv2.LINE_AA, _SHIFT)
-
-
-def _ball_track(rng: np.random.Generator, frames: int, size: int, max_speed: float = 0.04) -> tuple[np.ndarray, float]:
-    """Centres [T, 2] of a ball bouncing off the canvas walls, and its radius.
-
-    Args:
-        rng: the video's stream.
-        frames: T.
-        size: canvas side in pixels.
-        max_speed: top speed in canvas sides per frame (the speed is drawn in [max_speed / 4, max_speed]);
-            0 leaves the ball still.
-    """
-    radius = rng.uniform(0.04, 0.09) * size
-    lo, hi = radius, size - radius
-    pos = rng.uniform(lo, hi, 2)
-    speed = rng.uniform(max_speed / 4, max_speed) * size
-    angle = rng.uniform(0, 2 * np.pi)
-    vel = speed * np.array([np.cos(angle), np.sin(angle)])
-    track = np.empty((frames, 2))
-    for i in range(frames):
-        track[i] = pos
-        pos = pos + vel
-        for axis in range(2):
-            if not lo <= pos[axis] <= hi:
-                vel[axis] = -vel[axis]
-                pos[axis] = np.clip(pos[axis], lo, hi)
-    return track, radius
-
-
-# Periods in frames (2-6 s at 25 fps): a pan of at most `margin` pixels then moves the frame by at
-# most 2 pi margin / 48 px per frame and axis (about 0.5 px at 128 px), typically 0.1-0.2 px.
-_PAN_PERIODS = (48.0, 144.0)
-_GAIN_PERIODS = (100.0, 250.0)
-
-
-def _camera_pan(rng: np.random.Generator, frames: int, margin: int) -> np.ndarray:
-    """Sub-pixel camera offsets [T, 2] (x, y) within [-margin, margin]: per axis, two slow sinusoids."""
-    total = rng.uniform(0.3, 1.0) * margin
-    weights = rng.uniform(0.2, 1.0, (2, 2))  # [axis, component]
-    amplitude = total * weights / weights.sum(axis=1, keepdims=True)
-    period = rng.uniform(*_PAN_PERIODS, (2, 2))
-    phase = rng.uniform(0, 2 * np.pi, (2, 2))
-    t = np.arange(frames, dtype=np.float64)[:, None, None]
-    return (amplitude * np.sin(2 * np.pi * t / period + phase)).sum(axis=-1)  # [T, 2]
-
-
-def _brightness_gain(rng: np.random.Generator, frames: int) -> np.ndarray:
-    """Per-frame gain [T]: a slow sinusoid plus a linear drift, so the light never flickers."""
-    t = np.arange(frames, dtype=np.float64)
-    wave = rng.uniform(0, 0.2) * np.sin(2 * np.pi * t / rng.uniform(*_GAIN_PERIODS) + rng.uniform(0, 2 * np.pi))
-    drift = rng.uniform(-0.004, 0.004) * (t - (frames - 1) / 2)
-    return np.clip(1 + wave + drift, 0.5, 1.5)
-
-
-def _view(canvas: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
-    """The `size` x `size` window of `canvas` whose top-left corner lies at sub-pixel `origin` (x, y)."""
-    shift = np.array([[1, 0, origin[0]], [0, 1, origin[1]]], np.float64)
-    return cv2.warpAffine(canvas, shift, (size, size), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
-
-
-def _place(joints: np.ndarray, rng: np.random.Generator, size: int) -> tuple[float, np.ndarray]:
-    """Random body scale (pixels per body unit) and hip offset keeping the figure inside the frame."""
-    pad = _HEAD_R + 0.05
-    lo, hi = joints.reshape(-1, 2).min(0) - pad, joints.reshape(-1, 2).max(0) + pad
-    # Up to 0.65 every action's largest extent (jump, walk: about 1.45 B) fits in the frame, so the
-    # body size never depends on the class.
-    scale = rng.uniform(0.4, 0.65) * size
-    slack_lo, slack_hi = -lo * scale, size - hi * scale
-    return scale, rng.uniform(slack_lo, np.maximum(slack_lo, slack_hi))
-
-
-def render_video(action: str, rng: np.random.Generator, frames: int, size: int,
-                 scene_rng: np.random.Generator | None = None, ball_speed: float = 0.04
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render one synthetic video in memory.
-
-    Args:
-        action: one of ACTIONS.
-        rng: the video's random stream (every nuisance not taken from `scene_rng` is drawn from it).
-        frames: number of frames T.
-        size: frame height and width in pixels.
-        scene_rng: a fresh stream of the video's scene: the figure's size and place in the frame, the
-            background, clothing colours and the ball's colour and depth are drawn from it, so videos
-            given equal streams share their look.
-            None: the look is drawn from `rng` (every video its own scene).
-        ball_speed: the ball's top speed in frame sides per frame; 0 leaves it still.
-    Returns:
-        frames `[T, H, W, 3]` uint8 RGB, keypoints `[T, 17, 3]` float32 (x, y normalised,
-        visibility 0/1), masks `[T, H, W]` uint8 (1 = person).
-    """
-    if frames < 1 or size < 16:
-        raise ValueError(f"need frames >= 1 and size >= 16, got frames={frames}, size={size}")
-    motion = Motion(period=rng.uniform(10, 24), phase=rng.uniform(0, 2 * np.pi),
-                    amp=rng.uniform(0.8, 1.2), travel=rng.uniform(0.25, 0.6))
-    body = pose_trajectory(action, frames, motion)
-    margin = max(1, int(round(0.03 * size)))
-    canvas = size + 2 * margin
-    look = rng if scene_rng is None else scene_rng
-    scale, offset = _place(body, look, size)  # a scene keeps its camera: the figure's size and spot
-    joints = body * scale + offset + margin  # canvas pixels [T, 17, 2]
-    background = _make_background(look, canvas)
-    style = _sample_style(look, background, scale)
-    ball, ball_r = _ball_track(rng, frames, canvas, ball_speed)
-    ball_colour, ball_in_front = _random_colour(look, sat=(0.5, 1.0), val=(0.5, 1.0)), look.random() < 0.5
-    origin = margin + _camera_pan(rng, frames, margin)  # canvas position of each frame's top-left [T, 2]
-    gain = _brightness_gain(rng, frames)
-
-    # The figure and the ball are drawn straight into frame coordinates, with sub-pixel precision.
-    joints = joints - origin[:, None, :]  # frame pixels [T, 17, 2]
-    ball_centres = [(tuple(c),) for c in _fixed(ball - origin).tolist()]
-    video = np.empty((frames, size, size, 3), np.uint8)
-    masks = np.empty((frames, size, size), np.uint8)
-    for i, figure in enumerate(_figure_parts(joints, style)):
-        img, mask = _view(background, origin[i], size), np.zeros((size, size), np.uint8)
-        ball_part = ("circle", ball_centres[i], ball_colour, ball_r)
-        if not ball_in_front:
-            _draw(img, *ball_part, grow=0)
-        for kind, pts, colour, part_size in figure:
-            _draw(img, kind, pts, style.outline, part_size, grow=2)
-            _draw(img, kind, pts, colour, part_size, grow=0)
-            _draw(mask, kind, pts, 255, part_size, grow=2)
-        if ball_in_front:
-            _draw(img, *ball_part, grow=0)
-            _draw(mask, "circle", ball_centres[i], 0, ball_r, grow=0)
-        video[i] = cv2.convertScaleAbs(img, alpha=float(gain[i]))
-        masks[i] = mask >= 128
-
-    xy = (joints + 0.5) / size  # cv2 pixel centres are integers
-    visible = np.all((xy >= 0) & (xy < 1), axis=-1, keepdims=True)
-    keypoints = np.concatenate([xy, visible], axis=-1).astype(np.float32)
-    return video, keypoints, masks
-
-
-# ---------------------------------------------------------------------------------------------
-# Files.
 
 
 def _temp_path(path: Path) -> Path:
@@ -545,7 +123,7 @@ def scene_stream(seed: int, scenes: int, class_idx: int, video_idx: int) -> np.r
 
 
 def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int, scenes: int = 0,
-             ball_speed: float = 0.04) -> None:
+             ball_speed: float = 0.04, drift: float = 1.0) -> None:
     """Render and write one video and its annotation.
 
     Args:
@@ -556,12 +134,13 @@ def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int,
         size: frame size in pixels.
         scenes: size of the pool of looks the videos share (0: every video its own).
         ball_speed: the ball's top speed in frame sides per frame (0: a still ball).
+        drift: scale of the camera pan and lighting drift (0: fixed camera, steady light).
     """
     class_idx, video_idx = job
     action = ACTIONS[class_idx]
     rng = np.random.default_rng([seed, class_idx, video_idx])
     video, keypoints, masks = render_video(action, rng, frames, size, scene_stream(seed, scenes, class_idx, video_idx),
-                                           ball_speed)
+                                           ball_speed, drift)
     name = video_name(action, video_idx)
     (out / "videos" / action).mkdir(parents=True, exist_ok=True)
     (out / "annotations" / action).mkdir(parents=True, exist_ok=True)
@@ -609,11 +188,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     video.add_argument("--frames", type=int, default=64, help="frames per video")
     video.add_argument("--size", type=int, default=128, help="frame height and width in pixels")
     video.add_argument("--scenes", type=int, default=0,
-                       help="videos share their look (figure size and place, background, clothes, ball colour) from a pool of this many "
+                       help="videos share their look (figure size and place, background, clothes, the ball's size, colour and "
+                            "place) from a pool of this many "
                             "scenes, picked independently of the class, as clips cut from the same footage do; "
                             "0: every video its own look")
     video.add_argument("--ball_speed", type=float, default=0.04,
                        help="top speed of the distracting ball, in frame sides per frame (0: a still ball that only occludes)")
+    video.add_argument("--drift", type=float, default=1.0,
+                       help="scale of the slow camera pan and lighting drift (1: up to 3%% of the frame and 20%% of the "
+                            "brightness; 0: a fixed camera and a steady light)")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     return parser
@@ -628,6 +211,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--test_fraction must lie in (0, 1), got {args.test_fraction}")
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.drift < 0:
+        raise ValueError(f"--drift must be >= 0, got {args.drift}")
     if args.ball_speed < 0:
         raise ValueError(f"--ball_speed must be >= 0, got {args.ball_speed}")
     if args.scenes < 0:
@@ -641,7 +226,7 @@ def main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     jobs = [(c, v) for c in range(args.classes) for v in range(args.videos_per_class)]
     work = partial(make_one, out=out, seed=args.seed, frames=args.frames, size=args.size, scenes=args.scenes,
-                   ball_speed=args.ball_speed)
+                   ball_speed=args.ball_speed, drift=args.drift)
     results = parallel_map(work, jobs, args.workers, desc="synthetic videos")
     failed = [(ACTIONS[c], v, r) for (c, v), r in zip(jobs, results) if isinstance(r, Exception)]
     if failed:

@@ -16,9 +16,10 @@ import re
 from pathlib import Path
 
 from process_data.common import atomic_write_text, count_frames, list_video_dirs
+from utils import layout
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter, canonical_dataset
-from utils.layout import read_class_index
+from utils.layout import FRAMES, read_class_index
 
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "jhmdb", "synthetic", "folder")
 SPLIT_IDS = (1, 2, 3)
@@ -197,18 +198,13 @@ def write_class_ind(path: Path, classes: list[str]) -> None:
 
 def _report(name: str, rows: list, issues: dict[str, list[Path]], frame_root: Path, short_frames: int) -> None:
     print(f"{name}: {len(rows)} videos")
-    labels = {"missing": "listed but missing under " + str(frame_root), "empty": "with no image_*.jpg frame",
+    labels = {"missing": "listed but missing under " + str(frame_root), "empty": f"with no {FRAMES.glob} frame",
               "short": f"with fewer than {short_frames} frames (kept)"}
     for kind, dirs in issues.items():
         if dirs:
             first = ", ".join(f"{d.parent.name}/{d.name}" for d in dirs[:_SHOW])
             action = "" if kind == "short" else ", left out"
             print(f"warning: {name}: {len(dirs)} videos {labels[kind]}{action}; first: {first}")
-
-
-def default_out(dataset: str) -> Path:
-    """`process_data/data/<dataset>` inside the repository, whatever the cwd."""
-    return Path(__file__).resolve().parent / "data" / dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -263,7 +259,7 @@ def main(args: argparse.Namespace) -> dict:
         classes, splits = kinetics_splits(frame_root)
     else:
         classes, splits = folder_splits(frame_root, counts, args.test_fraction, args.seed)
-    out = Path(args.out) if args.out is not None else default_out(args.dataset)
+    out = Path(args.out) if args.out is not None else layout.DEFAULT_CSV_ROOT / args.dataset
     stats = {}
     for name, dirs in splits.items():
         rows, issues = build_rows(dirs, counts, args.short_frames)

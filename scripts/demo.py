@@ -13,7 +13,9 @@
    batch's block-similarity matrices before and after CoCon) in --out
 
 Every step is a subprocess running one of the repo's scripts; the exact commands are written to
-<out>/commands.sh and each step's time to <out>/timings.json.
+<out>/commands.sh and each step's time to <out>/timings.json. Run again with the same --out, the demo
+resumes: data steps skip what exists, pretraining and fine-tuning go on from their last finished epoch
+(--resume), and the evaluations, tables and figures are made again.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
-from utils.evaluation import write_json, write_text
+from utils.files import atomic_write, write_json
 from utils.metrics import save_figure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       "independently of the class")
     data.add_argument("--ball_speed", type=float, default=0.0,
                       help="top speed of the synthetic videos' distracting ball (frame sides per frame; 0: still)")
+    data.add_argument("--drift", type=float, default=1.0,
+                      help="scale of the synthetic videos' slow camera pan and lighting drift (0: fixed camera, steady light)")
     data.add_argument("--flow_method", default="dis", choices=("tvl1", "farneback", "dis"),
                       help="optical flow of the flow view (dis: ~150 pairs/s here; tvl1: ~2)")
     model = parser.add_argument_group("model and schedule")
@@ -87,7 +91,7 @@ class Runner:
     def __call__(self, name: str, script: str, *args: object) -> None:
         cmd = [sys.executable, str(REPO / script), *map(str, args)]
         self.commands.append(f"# {name}\n{shlex.join(cmd)}")
-        write_text(self.out / "commands.sh", "\n".join(self.commands) + "\n")
+        atomic_write(self.out / "commands.sh", "\n".join(self.commands) + "\n")
         print(f"\n== {name}: {shlex.join([script, *map(str, args)])}", flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -100,7 +104,8 @@ def prepare_data(run: Runner, args: argparse.Namespace) -> Path:
     root = args.data_root
     if not (root / "splits" / "classInd.txt").is_file():
         run("make synthetic videos", "process_data/make_synthetic.py", "--out", root, "--classes", args.classes,
-            "--videos_per_class", args.videos_per_class, "--frames", args.frames, "--scenes", args.scenes, "--ball_speed", args.ball_speed, "--workers", 2)
+            "--videos_per_class", args.videos_per_class, "--frames", args.frames, "--scenes", args.scenes, "--ball_speed", args.ball_speed,
+            "--drift", args.drift, "--workers", 2)
     run("extract frames", "process_data/extract_frame.py", "--video_root", root / "videos",
         "--frame_root", root / "frame", "--dim", 128, "--workers", 2)
     csv_root = args.out / "csv"
@@ -126,8 +131,15 @@ def pretrain(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, n
     run(f"seed {seed}: pretrain {name} ({views})", "train/model_trainer.py", *common_flags(args, csv_root, seed),
         "--modalities", views, "--pred_step", args.pred_step, "--epochs", args.epochs, "--lr", args.lr,
         "--temp_division", args.temp_division, "--save_dir", save_dir, "--prefix", name, "--ft_freq", 0,
-        "--vis_log_freq", 100, "--cache_frames")
+        "--vis_log_freq", 100, "--cache_frames", *resume_flags(save_dir))
     return only(save_dir.glob("*/model"))
+
+
+def resume_flags(save_dir: Path) -> list[object]:
+    """``--resume <model dir>`` when an earlier demo run left epoch checkpoints in ``save_dir``: the run goes
+    on from its last finished epoch (or only tests, when every epoch is done)."""
+    started = [model for model in save_dir.glob("*/model") if any(model.glob("*_epoch*.pth.tar"))]
+    return ["--resume", only(started)] if started else []
 
 
 def finetune(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str, view: str,
@@ -136,7 +148,7 @@ def finetune(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, n
     save_dir = args.out / f"seed{seed}" / "finetune" / f"{name}_{view}"
     run(f"seed {seed}: fine-tune + test {name} {view}", "test/test.py", *common_flags(args, csv_root, seed),
         "--modality", view, "--pretrain", pretrained, "--epochs", epochs, "--lr", args.ft_lr,
-        "--save_dir", save_dir, "--cache_frames")
+        "--save_dir", save_dir, "--cache_frames", *resume_flags(save_dir))
     return json.loads(only(save_dir.glob("*/eval/*/test_results.json")).read_text())
 
 
@@ -327,7 +339,7 @@ def main(args: argparse.Namespace) -> dict:
         per_seed[args.seeds[0]].update(supervised_ceiling(run, args, csv_root, args.seeds[0]))
     table = summarise(per_seed)
     markdown = markdown_table(table, args)
-    write_text(args.out / "results.md", markdown)
+    atomic_write(args.out / "results.md", markdown)
     write_json(args.out / "results.json", {"per_seed": per_seed, "timings_s": run.timings, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}})
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"

@@ -26,11 +26,13 @@ from utils.checkpoint import load_pretrained
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
 from utils.metrics import save_figure
-from utils.video_data import MultiViewClipDataset, load_split
+from utils.video_data import MultiViewClipDataset
+from utils.video_index import load_split
 from utils.views import VIEWS, view_backbone
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The figure's flags."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--csv_root", type=Path, required=True, help="folder of the split lists and classInd.txt")
     parser.add_argument("--model_dir", type=Path, required=True, help="a CoCon experiment's model/ folder")
@@ -86,6 +88,7 @@ def class_contrast(sim: torch.Tensor, block_labels: np.ndarray) -> float:
 
 
 def main(args: argparse.Namespace) -> Path:
+    """Draw the figure; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")

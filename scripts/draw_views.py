@@ -2,7 +2,7 @@
 
     python scripts/draw_views.py --csv_root process_data/data/synthetic --out assets/views.png
 
-Reads the processed files exactly as training does (utils.video_data.FrameReader), so the
+Reads the processed files exactly as training does (utils.frame_reader.FrameReader), so the
 figure shows what the encoders are fed.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
+from utils.frame_reader import FrameReader
 from utils.metrics import save_figure
-from utils.video_data import FrameReader, VideoEntry, load_split
+from utils.video_index import VideoEntry, load_split
 
 ROWS = (("imgs", "RGB"), ("flow", "optical flow"), ("kphm", "keypoint heatmaps"), ("seg", "person mask"))
 

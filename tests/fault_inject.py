@@ -78,7 +78,7 @@ def main() -> None:
     if os.environ.get(ENV):
         install(os.environ[ENV])
     sys.argv = [str(script), *sys.argv[2:]]
-    sys.path.insert(0, str(script.parent))  # as `python <script>` does (test/test.py imports its sibling)
+    sys.path.insert(0, str(script.parent))  # as `python <script>` does
     runpy.run_path(str(script), run_name="__main__")
 
 

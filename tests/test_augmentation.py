@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from utils.augmentation import (
+    _LUMA,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipGeometry,
-    center_square,
-    _LUMA,
     _hue_rotation,
     apply_colour_transform,
+    center_square,
     crop_resize,
     hflip,
     random_colour_transform,

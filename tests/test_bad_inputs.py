@@ -2,7 +2,6 @@
 rebuild), never a traceback, partly loaded weights or NaN results; bugs keep their traceback."""
 import argparse
 import errno
-import importlib.util
 import logging
 import os
 import subprocess
@@ -12,25 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
+from script_module import load_script, load_test_cli
 from tiny_dataset import make_tiny_dataset
+
 from train import model_trainer
 from train.model_3d import DPCRNN
-from utils import evaluation as ev
-from utils import files, run
+from utils import eval_files, files, run
 from utils.checkpoint import CheckpointError, atomic_save, load_checkpoint, load_pretrained
 from utils.cli import describe, run_cli
+from utils.clip_sampling import check_clip_length
 from utils.errors import DataError, NonFiniteError, UsageError, UserError, first_line
-from utils.video_data import FrameReader, check_clip_length
+from utils.frame_reader import FrameReader
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "test") not in sys.path:
-    sys.path.append(str(REPO / "test"))  # test/test.py imports its sibling model_lc
-_spec = importlib.util.spec_from_file_location("cocon_finetune_cli_inputs", REPO / "test" / "test.py")
-finetune_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(finetune_cli)
-import model_lc  # noqa: E402  (found through the sys.path entry above)
+finetune_cli = load_test_cli("cocon_finetune_cli_inputs")
+classifier = load_script("action_classifier")
 
 
 def _error_line(capsys, call) -> tuple[int, str]:
@@ -223,8 +219,8 @@ def test_pretraining_checkpoint_given_to_finetuning_resume(tiny, tmp_path, capsy
 
 
 def test_resume_with_another_net_is_refused(tiny, tmp_path, capsys):
-    model = model_lc.LinearClassifier("resnet10", 3, 32, seq_len=2, num_seq=4, num_classes=2)
-    optimizer = torch.optim.Adam(model_lc.parameter_groups(model, "all", 1e-3))
+    model = classifier.ActionClassifier("resnet10", 3, 32, seq_len=2, num_seq=4, num_classes=2)
+    optimizer = torch.optim.Adam(classifier.parameter_groups(model, "all", 1e-3))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [50])
     args = finetune_cli.get_args_parser().parse_args(_finetune(tiny, tmp_path))
     ckpt = run.make_checkpoint("imgs", "resnet10", model, optimizer, scheduler, epoch=1, iteration=2, best_acc=0.5,
@@ -259,8 +255,8 @@ def test_nan_pretrained_weights_stop_finetuning_before_training(tiny, tmp_path, 
 
 
 def _probs(path: Path, probs: np.ndarray) -> Path:
-    result = ev.VideoProbabilities(probs, np.array([0, 1]), np.array(["a/v0", "b/v1"]), np.array(["a", "b"]), "imgs")
-    return ev._save_npz(path, {"probs": result.probs, "labels": result.labels, "videos": result.videos,
+    result = eval_files.VideoProbabilities(probs, np.array([0, 1]), np.array(["a/v0", "b/v1"]), np.array(["a", "b"]), "imgs")
+    return eval_files._save_npz(path, {"probs": result.probs, "labels": result.labels, "videos": result.videos,
                                "class_names": result.class_names, "view": np.asarray("imgs")})
 
 
@@ -275,16 +271,16 @@ def test_damaged_probability_files_name_the_file(tmp_path, damage, error, match)
     path = _probs(tmp_path / "probs_imgs.npz", np.full((2, 2), 0.5, np.float32))
     damage(path)
     with pytest.raises(error, match=f"probability file {path}.* {match}|{path}.*{match}"):
-        ev.load_probabilities(path)
+        eval_files.load_probabilities(path)
 
 
 def test_nan_probabilities_and_features_are_never_written(tmp_path):
     nan = np.array([[0.5, 0.5], [np.nan, 0.5]], np.float32)
-    result = ev.VideoProbabilities(nan, np.array([0, 1]), np.array(["a", "b"]), np.array(["a", "b"]), "imgs")
+    result = eval_files.VideoProbabilities(nan, np.array([0, 1]), np.array(["a", "b"]), np.array(["a", "b"]), "imgs")
     with pytest.raises(NonFiniteError, match="imgs probabilities"):
-        ev.save_probabilities(tmp_path / "p.npz", result)
+        eval_files.save_probabilities(tmp_path / "p.npz", result)
     with pytest.raises(NonFiniteError, match="encoder train_features"):
-        ev.save_features(tmp_path / "f.npz", "k", {"train_features": nan, "train_labels": np.array([0, 1])})
+        eval_files.save_features(tmp_path / "f.npz", "k", {"train_features": nan, "train_labels": np.array([0, 1])})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -292,13 +288,13 @@ def test_corrupt_feature_cache_is_rebuilt(tmp_path, caplog):
     path = tmp_path / "features_x.npz"
     arrays = {"train_features": np.ones((2, 3), np.float32), "train_labels": np.array([0, 1]),
               "test_features": np.ones((1, 3), np.float32), "test_labels": np.array([1])}
-    ev.save_features(path, "key", arrays)
+    eval_files.save_features(path, "key", arrays)
     path.write_bytes(path.read_bytes()[:100])
     with caplog.at_level(logging.WARNING, logger="cocon.evaluation"):
-        assert ev.load_features(path, "key") is None
+        assert eval_files.load_features(path, "key") is None
     assert "feature cache" in caplog.text and str(path) in caplog.text
-    ev.save_features(path, "key", arrays)
-    assert np.array_equal(ev.load_features(path, "key")["test_labels"], [1])
+    eval_files.save_features(path, "key", arrays)
+    assert np.array_equal(eval_files.load_features(path, "key")["test_labels"], [1])
 
 
 @pytest.mark.parametrize("view, name, damage, match", [

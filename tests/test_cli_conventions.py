@@ -33,7 +33,7 @@ def _scripts() -> list[Path]:
 
 
 def _load(path: Path):
-    sys.path.insert(0, str(path.parent))  # test/test.py imports its sibling model_lc.py
+    sys.path.insert(0, str(path.parent))  # as `python <script>` does: bench_train.py imports its sibling bench_loader
     try:
         spec = importlib.util.spec_from_file_location(f"cli_{path.parent.name}_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)

@@ -1,24 +1,17 @@
 """The pretraining datasets on a tiny frame tree whose content encodes frame index and position."""
-import shutil
-
 import numpy as np
 import pytest
 import torch
-
 from tiny_dataset import LEVEL, make_tiny_dataset
+
 from train.dataset_3d import build_pretrain_datasets, view_sizes
 from utils.layout import resolve_csv_root, resolve_hflip
-from utils.video_data import load_split
+from utils.video_index import load_split
 
 torch.set_num_threads(1)
 
 VIEWS = ["imgs", "flow", "kphm", "seg"]
 N, SL, DS = 4, 3, 2
-
-
-@pytest.fixture(scope="module")
-def csv_root(tmp_path_factory):
-    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 def _build(csv_root, hflip=False, sampling="dynamic", views=VIEWS, img_dim=64):
@@ -30,8 +23,8 @@ def _frame_index(level: torch.Tensor) -> np.ndarray:
     return np.round(level.numpy() * 255 / LEVEL).astype(int)
 
 
-def test_item_is_documented_dict_with_view_sizes(csv_root):
-    train_ds, val_ds, classes = _build(csv_root, img_dim=96)
+def test_item_is_documented_dict_with_view_sizes(tiny_csv_root):
+    train_ds, val_ds, classes = _build(tiny_csv_root, img_dim=96)
     assert classes == ["jump", "wave"]
     item = train_ds[0]
     assert set(item) == {"imgs", "flow", "kphm", "seg", "label", "index"}
@@ -44,10 +37,10 @@ def test_item_is_documented_dict_with_view_sizes(csv_root):
         assert item[view].dtype == torch.float32
 
 
-def test_validation_is_held_out_of_the_train_split(csv_root):
-    train_ds, val_ds, _ = _build(csv_root)
-    train_entries, _ = load_split(csv_root, "train")
-    test_entries, _ = load_split(csv_root, "test")
+def test_validation_is_held_out_of_the_train_split(tiny_csv_root):
+    train_ds, val_ds, _ = _build(tiny_csv_root)
+    train_entries, _ = load_split(tiny_csv_root, "train")
+    test_entries, _ = load_split(tiny_csv_root, "test")
     train_dirs = {e.frame_dir for e in train_ds.entries}
     val_dirs = {e.frame_dir for e in val_ds.entries}
     assert not train_dirs & val_dirs
@@ -58,8 +51,8 @@ def test_validation_is_held_out_of_the_train_split(csv_root):
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
-def test_views_share_frames_and_crop(csv_root, index):
-    train_ds, _, _ = _build(csv_root, hflip=False)
+def test_views_share_frames_and_crop(tiny_csv_root, index):
+    train_ds, _, _ = _build(tiny_csv_root, hflip=False)
     item = train_ds[index]
     flow_frames = _frame_index(item["flow"][:, 1].mean(dim=(-2, -1)) + 0.5)  # flow y = frame level, [N, SL]
     # Contiguous blocks at one stride; flow lacks the last RGB frame (24), filled from frame 23.
@@ -76,8 +69,8 @@ def test_views_share_frames_and_crop(csv_root, index):
         assert abs(float(flow_x - other)) < 0.03
 
 
-def test_validation_clip_is_centred_and_rgb_matches_other_views(csv_root):
-    _, val_ds, _ = _build(csv_root)
+def test_validation_clip_is_centred_and_rgb_matches_other_views(tiny_csv_root):
+    _, val_ds, _ = _build(tiny_csv_root)
     item = val_ds[0]
     mean, std = torch.tensor([0.485, 0.456]), torch.tensor([0.229, 0.224])
     rgb = item["imgs"][:, :2] * std.view(1, 2, 1, 1, 1) + mean.view(1, 2, 1, 1, 1)  # red ramp, green level
@@ -87,8 +80,8 @@ def test_validation_clip_is_centred_and_rgb_matches_other_views(csv_root):
     assert torch.equal(val_ds[0]["flow"], item["flow"])  # no randomness in validation
 
 
-def test_crops_differ_between_samples_and_epochs(csv_root):
-    train_ds, _, _ = _build(csv_root)
+def test_crops_differ_between_samples_and_epochs(tiny_csv_root):
+    train_ds, _, _ = _build(tiny_csv_root)
     first = train_ds[0]["seg"]
     train_ds.set_epoch(1)
     assert not torch.equal(train_ds[0]["seg"], first)
@@ -96,8 +89,8 @@ def test_crops_differ_between_samples_and_epochs(csv_root):
     assert torch.equal(train_ds[0]["seg"], first)
 
 
-def test_flip_is_shared_and_negates_flow_x(csv_root):
-    train_ds, _, _ = _build(csv_root, hflip=True)
+def test_flip_is_shared_and_negates_flow_x(tiny_csv_root):
+    train_ds, _, _ = _build(tiny_csv_root, hflip=True)
     flipped = 0
     for epoch in range(3):
         train_ds.set_epoch(epoch)
@@ -113,25 +106,20 @@ def test_flip_is_shared_and_negates_flow_x(csv_root):
     assert 0 < flipped < 3 * len(train_ds)
 
 
-def test_center_sampling_takes_middle_clip(csv_root):
-    train_ds, _, _ = _build(csv_root, sampling="center")
+def test_center_sampling_takes_middle_clip(tiny_csv_root):
+    train_ds, _, _ = _build(tiny_csv_root, sampling="center")
     starts = set()
     for epoch in range(3):
         train_ds.set_epoch(epoch)
         starts.add(int(_frame_index(train_ds[0]["flow"][:, 1].mean(dim=(-2, -1)) + 0.5)[0, 0]))
     assert len(starts) == 1
     with pytest.raises(ValueError, match="--sampling"):
-        _build(csv_root, sampling="random")
+        _build(tiny_csv_root, sampling="random")
 
 
-def test_missing_view_on_disk_is_named(tmp_path):
+def test_builder_checks_the_views_on_disk(tmp_path):
+    # The message itself is tested with check_views_on_disk (test_video_data.py).
     csv_root = make_tiny_dataset(tmp_path, videos_per_class=3, num_frames=14, views=("imgs", "flow"))
-    entries, _ = load_split(csv_root, "train")
-    for entry in entries[:2]:
-        shutil.rmtree(str(entry.frame_dir).replace("/frame/", "/flow/"))
-    with pytest.raises(FileNotFoundError, match=r"flow: 2 missing") as err:
-        _build(csv_root, views=["imgs", "flow"])
-    assert "imgs" not in str(err.value).split("listed videos:")[1]
     with pytest.raises(FileNotFoundError, match=r"seg: 4 missing"):
         _build(csv_root, views=["imgs", "seg"])
 

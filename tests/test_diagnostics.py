@@ -1,9 +1,10 @@
 """Diagnostics of cross-view learning (train/diagnostics.py): similarity agreement and per-term gradient norms."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from train.diagnostics import block_similarities, similarity_agreement, term_gradient_norms
+from train.diagnostics import block_similarities, cpc_parts, similarity_agreement, term_gradient_norms
 from train.losses import CoConLossConfig, cocon_terms
 
 
@@ -56,3 +57,16 @@ def test_gradient_norms_split_by_kind_and_skip_other_views():
     # The graph survives for the training step's own backward.
     torch.stack(list(terms.values())).sum().backward()
     assert backbone["imgs"].weight.grad is not None
+
+
+def test_cpc_parts_tells_which_clip_from_which_moment():
+    torch.manual_seed(0)
+    b, n, p, d = 6, 5, 2, 16
+    looks = F.normalize(torch.randn(b, 1, d, 1, 1), dim=2)
+    moments = 0.05 * torch.randn(b, n, d, 1, 1)
+    feature = F.normalize(looks + moments, dim=2)  # each clip: one look, slightly different moments
+    exact = cpc_parts({"imgs": (feature[:, -p:].clone(), feature)}, 0.07)
+    assert exact == {"cpc_clip_top1/imgs": 1.0, "cpc_moment_top1/imgs": 1.0}
+    swapped = feature[:, -p:].flip(1).clone()  # the right clip, the other moment
+    parts = cpc_parts({"imgs": (swapped, feature)}, 0.07)
+    assert parts == {"cpc_clip_top1/imgs": 1.0, "cpc_moment_top1/imgs": 0.0}

@@ -6,13 +6,13 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-from train.losses import CoConLossConfig, cocon_loss
-from train.model_3d import DPCRNN
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from train.model_trainer import evaluate, forward_views, wrap_model
+from train.losses import CoConLossConfig, cocon_loss
+from train.model_3d import DPCRNN
+from train.model_trainer import wrap_model
+from train.pretrain_loop import evaluate, forward_views
 from utils.distributed import (
     DistInfo,
     all_gather_with_grad,

@@ -1,5 +1,6 @@
-"""Known-answer tests of utils/evaluation.py: whole-video scores, probability files, ensembles,
-retrieval recall, the linear probe and the feature cache."""
+"""Known-answer tests of the evaluation library (utils/whole_video.py, classification_report.py,
+eval_files.py, ensemble.py, retrieval.py): whole-video scores and clip embeddings, probability files,
+ensembles, retrieval recall, the linear probe and the feature cache."""
 import math
 import os
 
@@ -8,7 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from utils import evaluation as ev
+from utils.classification_report import classification_metrics, per_class_table
+from utils.ensemble import ensemble_probabilities, parse_ensemble_weights
+from utils.eval_files import (
+    VideoProbabilities,
+    feature_cache_key,
+    feature_cache_path,
+    load_features,
+    load_probabilities,
+    save_features,
+    save_probabilities,
+)
+from utils.retrieval import linear_probe, rank_gallery, recall_table, retrieval_recall
+from utils.whole_video import extract_video_features, predict_videos
 
 torch.set_num_threads(1)
 
@@ -43,7 +56,7 @@ def test_fixed_classifier_gives_hand_computed_top1_top5_and_mean_class():
         (3, 0): [0, 0, 9, 0, 0, 0],  # label 2 ranked 1st
     }
     labels = [0, 1, 1, 2]
-    probs, got_labels, indices = ev.predict_videos(FixedLogits(table), _items([2, 1, 1, 1], labels), "imgs", batch_size=1)
+    probs, got_labels, indices = predict_videos(FixedLogits(table), _items([2, 1, 1, 1], labels), "imgs", batch_size=1)
     assert probs.shape == (4, 6) and np.allclose(probs.sum(axis=1), 1, atol=1e-6)
     assert got_labels.tolist() == labels and indices.tolist() == [0, 1, 2, 3]
     # softmax of [5,0,0,0,0,0] and [-5,1,0,0,0,0], averaged, by hand:
@@ -51,44 +64,44 @@ def test_fixed_classifier_gives_hand_computed_top1_top5_and_mean_class():
     expected0 = 0.5 * (math.exp(5) / z0 + math.exp(-5) / z1)
     assert probs[0, 0] == pytest.approx(expected0, rel=1e-5)
     assert probs[0].argmax() == 0
-    stats, confusion = ev.classification_metrics(probs, got_labels, 6)
+    stats, confusion = classification_metrics(probs, got_labels, 6)
     assert stats["top1"] == pytest.approx(0.5)
     assert stats["top5"] == pytest.approx(0.75)
     assert stats["mean_class_accuracy"] == pytest.approx((1 + 0 + 1) / 3)  # classes 0: 1/1, 1: 0/2, 2: 1/1
     assert confusion.matrix[1, 2] == 1 and confusion.matrix[1, 0] == 1
-    md, csv = ev.per_class_table(confusion, [f"c{i}" for i in range(6)])
+    md, csv = per_class_table(confusion, [f"c{i}" for i in range(6)])
     assert "| 2 | c1 | 2 | 0 | 0.0 |" in md
     assert csv.splitlines()[1] == "1,c0,1,1,1.0000"
 
 
-def _probs(videos: list[str], seed: int, view: str = "imgs", k: int = 4) -> ev.VideoProbabilities:
+def _probs(videos: list[str], seed: int, view: str = "imgs", k: int = 4) -> VideoProbabilities:
     rng = np.random.default_rng(seed)
     p = rng.random((len(videos), k)).astype(np.float32)
-    return ev.VideoProbabilities(p / p.sum(1, keepdims=True), np.arange(len(videos)) % k, np.array(videos),
+    return VideoProbabilities(p / p.sum(1, keepdims=True), np.arange(len(videos)) % k, np.array(videos),
                                  np.array([f"class{i}" for i in range(k)]), view)
 
 
 def test_probability_file_round_trip_is_pickle_free(tmp_path):
     original = _probs([f"/d/frame/c/v{i}" for i in range(5)], 0)
-    path = ev.save_probabilities(tmp_path / "probs_imgs.npz", original)
+    path = save_probabilities(tmp_path / "probs_imgs.npz", original)
     with np.load(path, allow_pickle=False) as data:
         assert data["probs"].dtype == np.float32 and data["labels"].dtype == np.int64
         assert data["videos"].dtype.kind == "U" and str(data["view"]) == "imgs"
-    loaded = ev.load_probabilities(path)
+    loaded = load_probabilities(path)
     assert np.array_equal(loaded.probs, original.probs) and list(loaded.videos) == list(original.videos)
     np.savez(tmp_path / "bad.npz", probs=original.probs)
     with pytest.raises(ValueError, match="lacks"):
-        ev.load_probabilities(tmp_path / "bad.npz")
+        load_probabilities(tmp_path / "bad.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
-        ev.load_probabilities(tmp_path / "missing.npz")
+        load_probabilities(tmp_path / "missing.npz")
 
 
 def test_ensemble_of_identical_files_equals_each_file(tmp_path):
     videos = [f"/d/frame/c/v{i}" for i in range(6)]
     a = _probs(videos, 1)
-    path = ev.save_probabilities(tmp_path / "p.npz", a)
-    files = {"imgs": ev.load_probabilities(path), "flow": ev.load_probabilities(path)}
-    fused = ev.ensemble_probabilities(files, ev.parse_ensemble_weights(None))
+    path = save_probabilities(tmp_path / "p.npz", a)
+    files = {"imgs": load_probabilities(path), "flow": load_probabilities(path)}
+    fused = ensemble_probabilities(files, parse_ensemble_weights(None))
     assert np.allclose(fused.probs, a.probs, atol=1e-7) and fused.view == "imgs+flow"
 
 
@@ -96,24 +109,24 @@ def test_ensemble_weights_and_video_order():
     videos = [f"v{i}" for i in range(5)]
     a, b = _probs(videos, 2), _probs(videos, 3, view="seg")
     order = [4, 2, 0, 1, 3]  # the same videos in another order are aligned, not refused
-    b_shuffled = ev.VideoProbabilities(b.probs[order], b.labels[order], b.videos[order], b.class_names, "seg")
-    fused = ev.ensemble_probabilities({"imgs": a, "seg": b_shuffled}, ev.parse_ensemble_weights(None))
+    b_shuffled = VideoProbabilities(b.probs[order], b.labels[order], b.videos[order], b.class_names, "seg")
+    fused = ensemble_probabilities({"imgs": a, "seg": b_shuffled}, parse_ensemble_weights(None))
     assert np.allclose(fused.probs, (2 * a.probs + 1 * b.probs) / 3, atol=1e-6)
-    fused = ev.ensemble_probabilities({"imgs": a, "seg": b}, ev.parse_ensemble_weights("imgs=1,seg=3"))
+    fused = ensemble_probabilities({"imgs": a, "seg": b}, parse_ensemble_weights("imgs=1,seg=3"))
     assert np.allclose(fused.probs, 0.25 * a.probs + 0.75 * b.probs, atol=1e-6)
     with pytest.raises(ValueError, match="--ensemble_weights"):
-        ev.parse_ensemble_weights("rgb=2")
+        parse_ensemble_weights("rgb=2")
 
 
 def test_probability_file_of_another_split_is_refused_naming_the_difference():
     a = _probs(["s1/v0", "s1/v1", "common/v2"], 4)
     b = _probs(["s2/v7", "s2/v8", "common/v2"], 4, view="flow")
     with pytest.raises(ValueError, match=r"cover different videos.*2 only in --prob_imgs \(e\.g\. s1/v0") as err:
-        ev.ensemble_probabilities({"imgs": a, "flow": b}, ev.parse_ensemble_weights(None))
+        ensemble_probabilities({"imgs": a, "flow": b}, parse_ensemble_weights(None))
     assert "s2/v7" in str(err.value)
     c = _probs(["s1/v0", "s1/v1", "common/v2"], 4, view="flow", k=3)
     with pytest.raises(ValueError, match="different classes"):
-        ev.ensemble_probabilities({"imgs": a, "flow": c}, ev.parse_ensemble_weights(None))
+        ensemble_probabilities({"imgs": a, "flow": c}, parse_ensemble_weights(None))
 
 
 def test_retrieval_recall_on_hand_made_features():
@@ -125,11 +138,11 @@ def test_retrieval_recall_on_hand_made_features():
     # q2 e2,e1,-e1,-e2 → label 3 at rank 4; q3 -e2,-e1,e1 → label 0 at rank 3.
     query_labels = np.array([1, 1, 3, 0])
     expected = {1: 0.25, 2: 0.25, 3: 0.5, 4: 1.0, 50: 1.0}
-    assert ev.retrieval_recall(query, query_labels, gallery, gallery_labels, (1, 2, 3, 4, 50)) == expected
+    assert retrieval_recall(query, query_labels, gallery, gallery_labels, (1, 2, 3, 4, 50)) == expected
     # Each set is centred by its own mean: a common offset of either set changes nothing.
-    shifted = ev.retrieval_recall(query + 3, query_labels, gallery - [5, 2], gallery_labels, (1, 2, 3, 4, 50))
+    shifted = retrieval_recall(query + 3, query_labels, gallery - [5, 2], gallery_labels, (1, 2, 3, 4, 50))
     assert shifted == expected
-    table = ev.recall_table(expected, "title")
+    table = recall_table(expected, "title")
     assert "| R@1 | R@2 | R@3 | R@4 | R@50 |" in table and "| 25.0 | 25.0 | 50.0 | 100.0 | 100.0 |" in table
 
 
@@ -139,7 +152,7 @@ def test_extract_video_features_pools_normalises_and_averages_groups():
         return torch.stack([value, 1 - value], dim=1).view(-1, 1, 2, 1, 1).expand(-1, 3, 2, 1, 1)
 
     items = [{"imgs": torch.tensor([1.0, 0.0]).view(2, 1, 1, 1, 1, 1), "label": 4, "index": 0}]
-    feats, labels = ev.extract_video_features(encode, items, "imgs", batch_size=1)
+    feats, labels = extract_video_features(encode, items, "imgs", batch_size=1)
     # groups give unit vectors [1, 0] and [0, 1]; their average is [0.5, 0.5]
     assert np.allclose(feats, [[0.5, 0.5]]) and labels.tolist() == [4]
 
@@ -150,24 +163,24 @@ def test_linear_probe_separates_separable_features():
     train_y, test_y = np.repeat(np.arange(3), 10), np.repeat(np.arange(3), 4)
     train_x = centres[train_y] + rng.normal(size=(30, 16))
     test_x = centres[test_y] + rng.normal(size=(12, 16))
-    result = ev.linear_probe(train_x, train_y, test_x, test_y)
+    result = linear_probe(train_x, train_y, test_x, test_y)
     assert result["test_top1"] == 1.0 and result["train_top1"] == 1.0
-    shuffled = ev.linear_probe(train_x, train_y, test_x, (test_y + 1) % 3)
+    shuffled = linear_probe(train_x, train_y, test_x, (test_y + 1) % 3)
     assert shuffled["test_top1"] == 0.0
 
 
 def test_feature_cache_is_keyed_by_checkpoint_mtime_and_settings(tmp_path):
     ckpt = tmp_path / "mode_imgs_best.pth.tar"
     ckpt.write_bytes(b"x")
-    key = ev.feature_cache_key(ckpt, {"size": 64})
-    path = ev.feature_cache_path(tmp_path, key)
-    ev.save_features(path, key, {"train_features": np.ones((2, 3), np.float32)})
-    assert np.array_equal(ev.load_features(path, key)["train_features"], np.ones((2, 3)))
-    assert ev.feature_cache_key(ckpt, {"size": 128}) != key
+    key = feature_cache_key(ckpt, {"size": 64})
+    path = feature_cache_path(tmp_path, key)
+    save_features(path, key, {"train_features": np.ones((2, 3), np.float32)})
+    assert np.array_equal(load_features(path, key)["train_features"], np.ones((2, 3)))
+    assert feature_cache_key(ckpt, {"size": 128}) != key
     ckpt.write_bytes(b"y")
     os.utime(ckpt, ns=(1, 1))
-    new_key = ev.feature_cache_key(ckpt, {"size": 64})
-    assert new_key != key and ev.load_features(path, new_key) is None
+    new_key = feature_cache_key(ckpt, {"size": 64})
+    assert new_key != key and load_features(path, new_key) is None
 
 
 @pytest.mark.parametrize("k", [1, 5, 40, 100])
@@ -179,5 +192,5 @@ def test_chunked_top_k_ranking_equals_a_stable_full_argsort(k):
     query = rng.integers(-2, 3, (23, 6)).astype(np.float32)
     expected = np.argsort(-(query @ gallery.T), axis=1, kind="stable")[:, : min(k, 40)]
     # 64 bytes per block: a block of one query row at a time, the most chunks possible.
-    assert np.array_equal(ev.rank_gallery(query, gallery, k, chunk_bytes=64), expected)
-    assert np.array_equal(ev.rank_gallery(query, gallery, k), expected)
+    assert np.array_equal(rank_gallery(query, gallery, k, chunk_bytes=64), expected)
+    assert np.array_equal(rank_gallery(query, gallery, k), expected)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from process_data.extract_features import MediapipeBackend, MediapipeMissing, get_args_parser, main
-from process_data.keypoints import (
-    BLAZEPOSE_TO_COCO, COCO_KEYPOINTS, COCO_SKELETON, coco_from_blazepose, render_heatmaps, resize_mask,
-)
+from process_data.extract_features import get_args_parser, main
+from process_data.feature_backends import MediapipeBackend, MediapipeMissing
+from process_data.keypoints import BLAZEPOSE_TO_COCO, coco_from_blazepose, render_heatmaps, resize_mask
 from process_data.make_synthetic import render_video
+from utils.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from utils.layout import FRAMES, HEATMAPS, SEGMASKS
 from utils.views import view_dir
 
 
@@ -54,7 +55,7 @@ def _write_frames(video_dir, frames, size=None):
     for i, frame in enumerate(frames, start=1):
         if size is not None:
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-        cv2.imwrite(str(video_dir / f"image_{i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(video_dir / FRAMES.name(i)), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
 
 @pytest.fixture()
@@ -89,13 +90,13 @@ def test_annotations_backend_writes_every_sampled_frame(synthetic):
     for name, (kp, masks) in truth.items():
         heat = sorted(p.name for p in (ds / "heatmaps" / name).iterdir())
         seg = sorted(p.name for p in (ds / "segmasks" / name).iterdir())
-        assert heat == [f"heatmap_{i:05d}.npz" for i in (1, 3, 5, 7)]
-        assert seg == [f"segmask_{i:05d}.npz" for i in (1, 3, 5, 7)]
+        assert heat == [HEATMAPS.name(i) for i in (1, 3, 5, 7)]
+        assert seg == [SEGMASKS.name(i) for i in (1, 3, 5, 7)]
         for i in (1, 3, 5, 7):
-            with np.load(ds / "heatmaps" / name / f"heatmap_{i:05d}.npz") as f:
-                hm = f["hm"]
-            with np.load(ds / "segmasks" / name / f"segmask_{i:05d}.npz") as f:
-                seg_i = f["seg"]
+            with np.load(ds / "heatmaps" / name / HEATMAPS.name(i)) as f:
+                hm = f[HEATMAPS.key]
+            with np.load(ds / "segmasks" / name / SEGMASKS.name(i)) as f:
+                seg_i = f[SEGMASKS.key]
             assert hm.dtype == np.uint8 and hm.shape == (17, 32, 32)
             assert seg_i.dtype == np.uint8 and seg_i.shape == (32, 32)
             # Frame i is annotation row i - 1: the nose heatmap peaks at that frame's nose.
@@ -108,7 +109,7 @@ def test_annotations_backend_writes_every_sampled_frame(synthetic):
 def test_rerun_skips_finished_videos(synthetic):
     ds, _ = synthetic
     _annotation_run(ds)
-    some = ds / "heatmaps/squat/squat_v001/heatmap_00003.npz"
+    some = ds / "heatmaps/squat/squat_v001" / HEATMAPS.name(3)
     before = some.stat().st_mtime_ns
     assert _annotation_run(ds) == {"done": 0, "skipped": 4, "failed": 0}
     assert some.stat().st_mtime_ns == before
@@ -142,8 +143,8 @@ def test_kinetics_layout_writes_where_the_loader_looks(tmp_path):
     video = frame_root / "squat/vid0"
     heat, seg = view_dir(video, "kphm"), view_dir(video, "seg")
     assert heat == tmp_path / "kinetics400/heatmaps/train/squat/vid0"
-    assert sorted(p.name for p in heat.iterdir()) == [f"heatmap_{i:05d}.npz" for i in (1, 2, 3)]
-    assert sorted(p.name for p in seg.iterdir()) == [f"segmask_{i:05d}.npz" for i in (1, 2, 3)]
+    assert sorted(p.name for p in heat.iterdir()) == [HEATMAPS.name(i) for i in (1, 2, 3)]
+    assert sorted(p.name for p in seg.iterdir()) == [SEGMASKS.name(i) for i in (1, 2, 3)]
     assert (tmp_path / "kinetics400/heatmaps/train/failed.txt").read_text() == ""
     assert not (tmp_path / "kinetics400/frame/heatmaps").exists()
 
@@ -156,8 +157,8 @@ def test_out_root_overrides_and_a_root_without_frame_needs_it(synthetic, tmp_pat
     stats = _run("--frame_root", ds / "rgb", "--backend", "annotations", "--annotations", ds / "annotations",
                  "--out_root", tmp_path / "views")
     assert stats == {"done": 4, "skipped": 0, "failed": 0}
-    assert (tmp_path / "views/heatmaps/squat/squat_v000/heatmap_00001.npz").is_file()
-    assert (tmp_path / "views/segmasks/squat/squat_v000/segmask_00001.npz").is_file()
+    assert (tmp_path / "views/heatmaps/squat/squat_v000" / HEATMAPS.name(1)).is_file()
+    assert (tmp_path / "views/segmasks/squat/squat_v000" / SEGMASKS.name(1)).is_file()
     assert (tmp_path / "views/heatmaps/failed.txt").is_file()
     with pytest.raises(ValueError, match="where outputs would be written"):
         _run("--frame_root", tmp_path / "views/heatmaps", "--backend", "annotations",
@@ -190,11 +191,11 @@ def test_torchvision_backend_with_untrained_weights(tmp_path, untrained_weights)
                  "--stride", 1, "--dim", 32, "--batch_size", 2, "--max_people", 1)
     assert stats == {"done": 1, "skipped": 0, "failed": 0}
     for i in (1, 2, 3):
-        with np.load(tmp_path / f"heatmaps/clap/clap_v000/heatmap_{i:05d}.npz") as f:
-            assert f["hm"].dtype == np.uint8 and f["hm"].shape == (17, 32, 42)
-            assert (f["hm"].reshape(17, -1).max(1) > 200).all()  # every joint of a detected person drawn
-        with np.load(tmp_path / f"segmasks/clap/clap_v000/segmask_{i:05d}.npz") as f:
-            assert f["seg"].dtype == np.uint8 and f["seg"].shape == (32, 42) and f["seg"].any()
+        with np.load(tmp_path / "heatmaps/clap/clap_v000" / HEATMAPS.name(i)) as f:
+            assert f[HEATMAPS.key].dtype == np.uint8 and f[HEATMAPS.key].shape == (17, 32, 42)
+            assert (f[HEATMAPS.key].reshape(17, -1).max(1) > 200).all()  # every joint of a detected person drawn
+        with np.load(tmp_path / "segmasks/clap/clap_v000" / SEGMASKS.name(i)) as f:
+            assert f[SEGMASKS.key].dtype == np.uint8 and f[SEGMASKS.key].shape == (32, 42) and f[SEGMASKS.key].any()
 
 
 def test_missing_weights_file_names_the_flag(tmp_path, untrained_weights):

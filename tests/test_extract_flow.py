@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from process_data import extract_flow
-from process_data.extract_flow import decode_flow, encode_flow
+from utils.layout import FLOW_X, FLOW_Y, FRAMES, decode_flow, encode_flow
 
 SIZE, SQ, TOP, SHIFT, BOUND = 96, 32, 32, 3, 20
 
@@ -33,7 +33,7 @@ def moving_square_frames(n: int) -> list[np.ndarray]:
 def write_frames(video_dir: Path, frames: list[np.ndarray]) -> Path:
     video_dir.mkdir(parents=True)
     for i, f in enumerate(frames, 1):
-        cv2.imwrite(str(video_dir / f"image_{i:05d}.jpg"), f, [cv2.IMWRITE_JPEG_QUALITY, 100])
+        cv2.imwrite(str(video_dir / FRAMES.name(i)), f, [cv2.IMWRITE_JPEG_QUALITY, 100])
     return video_dir
 
 
@@ -62,8 +62,8 @@ def test_square_moving_right_gives_plus_three_x(tmp_path, method, preset):
     video = write_frames(tmp_path / "frame" / "c" / "v", moving_square_frames(2))
     out = tmp_path / "flow" / "c" / "v"
     assert extract_flow.extract_video_flow(video, out, extract_flow.make_flow_fn(method, preset), BOUND) == 1
-    fx = decode_flow(cv2.imread(str(out / "flow_x_00001.jpg"), cv2.IMREAD_GRAYSCALE), BOUND)
-    fy = decode_flow(cv2.imread(str(out / "flow_y_00001.jpg"), cv2.IMREAD_GRAYSCALE), BOUND)
+    fx = decode_flow(cv2.imread(str(out / FLOW_X.name(1)), cv2.IMREAD_GRAYSCALE), BOUND)
+    fy = decode_flow(cv2.imread(str(out / FLOW_Y.name(1)), cv2.IMREAD_GRAYSCALE), BOUND)
     inner = (slice(TOP + 6, TOP + SQ - 6), slice(24 + 6, 24 + SQ - 6))  # the square's core in frame 1
     assert np.median(fx[inner]) == pytest.approx(SHIFT, abs=0.5)
     assert np.median(fy[inner]) == pytest.approx(0, abs=0.5)
@@ -75,12 +75,12 @@ def test_cli_pairs_failures_default_root_and_resume(tmp_path):
     write_frames(frame / "c" / "four", moving_square_frames(4))
     write_frames(frame / "c" / "single", moving_square_frames(1))
     gap = write_frames(frame / "d" / "gap", moving_square_frames(3))
-    (gap / "image_00002.jpg").unlink()
+    (gap / FRAMES.name(2)).unlink()
     stats = run(frame, "--method", "dis", "--bound", "20")
     flow = tmp_path / "ds" / "flow"
     names = sorted(p.name for p in (flow / "c" / "four").iterdir())
-    assert names == [f"flow_{a}_{i:05d}.jpg" for a in "xy" for i in (1, 2, 3)]
-    assert cv2.imread(str(flow / "c" / "four" / "flow_x_00001.jpg"), cv2.IMREAD_UNCHANGED).shape == (SIZE, SIZE)
+    assert names == [files.name(i) for files in (FLOW_X, FLOW_Y) for i in (1, 2, 3)]
+    assert cv2.imread(str(flow / "c" / "four" / FLOW_X.name(1)), cv2.IMREAD_UNCHANGED).shape == (SIZE, SIZE)
     assert stats == {"done": 1, "skipped": 0, "failed": 2, "pairs": 3}
     failed = dict(line.split("\t") for line in (flow / "failed.txt").read_text().splitlines())
     assert "1 frame(s); flow needs at least 2" in failed["c/single"]
@@ -88,15 +88,15 @@ def test_cli_pairs_failures_default_root_and_resume(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    (frame / "d" / "gap" / "image_00002.jpg").write_bytes((frame / "d" / "gap" / "image_00001.jpg").read_bytes())
+    (frame / "d" / "gap" / FRAMES.name(2)).write_bytes((frame / "d" / "gap" / FRAMES.name(1)).read_bytes())
     stale = flow / "d" / f".gap.tmp-{proc.pid}"  # left by a killed run
     stale.mkdir(parents=True)
-    (stale / "flow_x_00001.jpg").write_bytes(b"partial")
-    mtime = (flow / "c" / "four" / "flow_x_00001.jpg").stat().st_mtime_ns
+    (stale / FLOW_X.name(1)).write_bytes(b"partial")
+    mtime = (flow / "c" / "four" / FLOW_X.name(1)).stat().st_mtime_ns
     stats = run(frame, "--method", "dis", "--workers", "2")
     assert stats == {"done": 1, "skipped": 1, "failed": 1, "pairs": 2}
     assert not stale.exists() and len(list((flow / "d" / "gap").iterdir())) == 4
-    assert (flow / "c" / "four" / "flow_x_00001.jpg").stat().st_mtime_ns == mtime
+    assert (flow / "c" / "four" / FLOW_X.name(1)).stat().st_mtime_ns == mtime
     assert (flow / "failed.txt").read_text().startswith("c/single\t")
 
 
@@ -111,5 +111,5 @@ def test_default_roots_and_flow_dim(tmp_path):
         extract_flow.default_flow_root(tmp_path / "ucf" / "rgb", "tvl1")
     write_frames(frame / "c" / "v", moving_square_frames(2))
     run(frame, "--method", "farneback", "--dim", "48")
-    flow_y = cv2.imread(str(ucf / "farne" / "c" / "v" / "flow_y_00001.jpg"), cv2.IMREAD_UNCHANGED)
+    flow_y = cv2.imread(str(ucf / "farne" / "c" / "v" / FLOW_Y.name(1)), cv2.IMREAD_UNCHANGED)
     assert flow_y.shape == (48, 48)

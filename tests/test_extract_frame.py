@@ -10,6 +10,7 @@ import pytest
 
 from process_data import extract_frame
 from process_data.common import atomic_dir, count_frames, finish_run, list_videos, parallel_map, short_side_size
+from utils.layout import FRAMES
 
 W, H, N = 80, 60, 12
 
@@ -48,12 +49,12 @@ def test_frames_count_size_and_1_based_order(tmp_path):
     stats = run(tmp_path / "videos", tmp_path / "frame", dim=30)
     out = tmp_path / "frame" / "walk" / "v_walk_g01"
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"image_{i:05d}.jpg" for i in range(1, N + 1)]
+    assert names == [FRAMES.name(i) for i in range(1, N + 1)]
     assert stats == {"done": 1, "skipped": 0, "failed": 0, "frames": N}
-    first = cv2.imread(str(out / "image_00001.jpg"))
+    first = cv2.imread(str(out / FRAMES.name(1)))
     assert first.shape == (30, 40, 3)  # short side 30, aspect 4:3 kept
     for i in (1, 5, N):
-        mean = cv2.imread(str(out / f"image_{i:05d}.jpg")).mean()
+        mean = cv2.imread(str(out / FRAMES.name(i))).mean()
         assert abs(mean - (20 * (i - 1) + 10)) < 4, f"frame {i} out of order"
     assert (tmp_path / "frame" / "failed.txt").read_text() == ""
 
@@ -117,14 +118,14 @@ def test_interrupted_run_resumes_and_rerun_skips(tmp_path):
     extract_frame.extract_video(videos / "a" / "v1.avi", frame / "a" / "v1", 30)
     stale = frame / "a" / f".v2.tmp-{dead_pid()}"  # what a killed run leaves
     stale.mkdir()
-    (stale / "image_00001.jpg").write_bytes(b"partial")
-    done_mtime = (frame / "a" / "v1" / "image_00001.jpg").stat().st_mtime_ns
+    (stale / FRAMES.name(1)).write_bytes(b"partial")
+    done_mtime = (frame / "a" / "v1" / FRAMES.name(1)).stat().st_mtime_ns
 
     stats = run(videos, frame)
     assert stats == {"done": 1, "skipped": 1, "failed": 0, "frames": 7}
     assert not stale.exists()
     assert count_frames(frame / "a" / "v1") == N and count_frames(frame / "a" / "v2") == 7
-    assert (frame / "a" / "v1" / "image_00001.jpg").stat().st_mtime_ns == done_mtime
+    assert (frame / "a" / "v1" / FRAMES.name(1)).stat().st_mtime_ns == done_mtime
 
     assert run(videos, frame) == {"done": 0, "skipped": 2, "failed": 0, "frames": 0}
 

@@ -5,7 +5,6 @@ resumes, and that the resumed result is bit for bit what an uninterrupted run gi
 The kills run in subprocesses through tests/fault_inject.py; the resumed runs, which only need to be
 correct, run in this process to save the start-up of a second interpreter.
 """
-import importlib.util
 import os
 import signal
 import subprocess
@@ -17,8 +16,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
+from script_module import load_test_cli
 from tiny_dataset import make_tiny_dataset
+
 from train import model_trainer
 from utils import files
 from utils.checkpoint import load_checkpoint
@@ -27,17 +27,7 @@ from utils.cli import run_cli
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_finetune_cli():
-    """test/test.py as a module (it imports its sibling model_lc, found through sys.path as when run)."""
-    if str(REPO / "test") not in sys.path:
-        sys.path.append(str(REPO / "test"))
-    spec = importlib.util.spec_from_file_location("cocon_finetune_cli", REPO / "test" / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-finetune_cli = _load_finetune_cli()
+finetune_cli = load_test_cli("cocon_finetune_cli")
 
 VIEWS = ("imgs", "flow")
 EPOCHS = 2
@@ -193,7 +183,7 @@ def _write_video(path: Path, frames: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
     rng = np.random.default_rng(0)
-    for i in range(frames):
+    for _ in range(frames):
         writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     writer.release()
 

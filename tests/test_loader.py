@@ -1,5 +1,5 @@
-"""The fast clip loader: reduced-resolution JPEG decoding, the in-memory frame cache, and the
-numpy-backed video index (utils/video_data.py)."""
+"""The fast clip loader: reduced-resolution JPEG decoding (utils/frame_reader.py), the in-memory frame cache
+(utils/video_data.py), and the numpy-backed video index (utils/video_index.py)."""
 import pickle
 from pathlib import Path
 
@@ -7,22 +7,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tiny_dataset import write_view_frame
 from torch.utils.data import DataLoader
 
 from utils import video_data as vd
 from utils.augmentation import ClipGeometry, crop_resize_frame
-from utils.video_data import (
-    MultiViewClipDataset,
-    VideoEntry,
-    VideoGroupDataset,
-    VideoIndex,
-    decode_reduction,
-    fill_frame_caches,
-    holdout_split,
-    jpeg_size,
-    read_split_csv,
-    smallest_crop_side,
-)
+from utils.frame_reader import decode_reduction, jpeg_size, smallest_crop_side
+from utils.layout import FRAMES
+from utils.video_data import MultiViewClipDataset, VideoGroupDataset, fill_frame_caches
+from utils.video_index import VideoEntry, VideoIndex, holdout_split, read_split_csv
 
 VIEWS4 = ["imgs", "flow", "kphm", "seg"]
 
@@ -36,21 +29,15 @@ def _smooth(h: int, w: int, phase: float) -> np.ndarray:
 def _write_video(root: Path, name: str, n: int, h: int = 96, w: int = 128) -> Path:
     """Every view of one video (heatmaps and masks at half size, every other frame); returns its frame dir."""
     frame_dir = root / "frame" / "Run" / name
-    folders = {f: root / f / "Run" / name for f in ("frame", "flow", "heatmaps", "segmasks")}
-    for folder in folders.values():
-        folder.mkdir(parents=True)
-    quality = [cv2.IMWRITE_JPEG_QUALITY, 95]
     for i in range(1, n + 1):
         base = _smooth(h, w, i / n)
-        rgb = np.stack([base, base[::-1], np.full_like(base, 60 + 4 * i)], axis=-1)
-        cv2.imwrite(str(frame_dir / f"image_{i:05d}.jpg"), rgb, quality)
+        write_view_frame(frame_dir, "imgs", i, np.stack([base, base[::-1], np.full_like(base, 60 + 4 * i)], axis=-1))
         if i < n:
-            cv2.imwrite(str(folders["flow"] / f"flow_x_{i:05d}.jpg"), base, quality)
-            cv2.imwrite(str(folders["flow"] / f"flow_y_{i:05d}.jpg"), base.T.copy()[:h, :w] if h == w else base[::-1], quality)
+            write_view_frame(frame_dir, "flow", i, np.stack([base, base[::-1]], axis=-1))
         if i % 2 == 1:
             small = cv2.resize(base, (w // 2, h // 2))
-            np.savez_compressed(folders["heatmaps"] / f"heatmap_{i:05d}.npz", hm=np.repeat(small[None], 17, axis=0))
-            np.savez_compressed(folders["segmasks"] / f"segmask_{i:05d}.npz", seg=small)
+            write_view_frame(frame_dir, "kphm", i, np.repeat(small[None], 17, axis=0))
+            write_view_frame(frame_dir, "seg", i, small)
     return frame_dir
 
 
@@ -79,7 +66,7 @@ def test_jpeg_size_reads_the_header_only(tmp_path):
 
 def test_reduced_decode_then_resize_equals_full_decode_then_resize(videos):
     # A box on the 1/4 grid: both paths crop the same scene region, so only the filtering differs.
-    path = videos[0].frame_dir / "image_00003.jpg"
+    path = videos[0].frame_dir / FRAMES.name(3)
     geometry = ClipGeometry(top=0.25, left=0.125, height=0.5, width=0.5)
     full = crop_resize_frame(cv2.imread(str(path), cv2.IMREAD_COLOR), geometry, 12).astype(float)
     reduced = crop_resize_frame(cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_4), geometry, 12).astype(float)
@@ -132,9 +119,8 @@ def test_frame_cache_returns_identical_samples_and_reads_no_file(videos, tmp_pat
         plain.set_epoch(epoch)
         expected[epoch] = [plain[i] for i in range(len(entries))]
     expected_groups = [groups_plain[i] for i in range(len(entries))]
-    for folder in ("frame", "flow", "heatmaps", "segmasks"):  # from now on only the cache can answer
-        for path in (root / folder).rglob("*.*"):
-            path.unlink()
+    for path in root.rglob("*.*"):  # from now on only the cache can answer
+        path.unlink()
     for epoch in range(3):
         cached.set_epoch(epoch)
         for i in range(len(entries)):

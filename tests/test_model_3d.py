@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.model_3d import DPCRNN
+from train.model_3d import DPCRNN, ClipEncoder
 
 torch.set_num_threads(1)
 
@@ -31,6 +31,13 @@ def test_forward_shapes_and_unit_norm(channels):
     assert torch.allclose(pred.norm(dim=2), torch.ones(B, P, 2, 2), atol=1e-5)
     assert torch.allclose(z.norm(dim=2), torch.ones(B, N, 2, 2), atol=1e-5)
     assert (z < 0).any()  # targets are taken before the ReLU, as in DPC
+
+
+def test_pretraining_model_keeps_its_checkpoint_layout_around_the_shared_encoder():
+    model = _model()
+    assert isinstance(model, ClipEncoder)  # the fine-tuning classifier encodes with the same code
+    modules = list(dict.fromkeys(key.split(".")[0] for key in model.state_dict()))
+    assert modules == ["backbone", "agg", "network_pred"]  # DPC's and the original CoCon's checkpoints load
 
 
 def test_without_l2_norm_outputs_are_not_normalised():

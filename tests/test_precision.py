@@ -1,6 +1,8 @@
-"""Mixed precision policy (utils/precision.py): dtype per device, channels-last, and a bf16 step close to fp32."""
+"""Mixed precision policy (utils/precision.py): dtype per device, channels-last, and bf16 pretraining and
+fine-tuning steps close to fp32."""
 import pytest
 import torch
+from script_module import load_script
 
 from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
@@ -60,3 +62,22 @@ def test_bf16_step_loss_close_to_fp32_on_the_same_batch():
     assert outputs[0].dtype == torch.bfloat16  # the encoder really ran in bf16
     # bf16 keeps 8 bits of mantissa: the unit-vector scores move by ~1e-2, the loss by a few percent at most.
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
+
+
+def test_bf16_finetuning_step_loss_close_to_fp32_on_the_same_batch():
+    finetune = load_script("finetune")
+    torch.manual_seed(0)
+    model = load_script("action_classifier").ActionClassifier("resnet10", 3, 32, seq_len=4, num_seq=4, num_classes=5)
+    clip = torch.randn(4, 4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 3])
+    cpu = torch.device("cpu")
+    model.eval()  # no dropout: both passes see the same network
+    with torch.no_grad():
+        fp32, _ = finetune.forward_loss(model, clip, labels, cpu)
+    to_channels_last(model)
+    bf16, logits = finetune.forward_loss(model, clip, labels, cpu, torch.bfloat16)
+    assert logits.dtype == bf16.dtype == torch.float32  # the loss is computed in float32 from autocast logits
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
+    head = model.final_fc[1].weight.detach().clone()
+    finetune._step(bf16, torch.optim.SGD(model.parameters(), lr=0.1), scaler=None)
+    assert torch.isfinite(model.final_fc[1].weight).all() and not torch.equal(model.final_fc[1].weight, head)

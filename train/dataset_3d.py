@@ -1,23 +1,20 @@
 """Pretraining datasets: the train split's videos, minus a held-out validation set, as multi-view clips.
 
 The loading itself (split lists, clip sampling, frame reading, augmentation) lives in
-:mod:`utils.video_data`, shared with ``test/test.py``; this module only picks the pieces for CoCon
+:mod:`utils.video_index`, :mod:`utils.clip_sampling`, :mod:`utils.frame_reader` and :mod:`utils.video_data`,
+shared with the evaluation scripts in ``test/``; this module only picks the pieces for CoCon
 pretraining. Validation is held out of the *train* split (seeded, class-stratified), never taken
 from the test split.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from utils.video_data import (
-    MultiViewClipDataset,
-    check_views_on_disk,
-    holdout_split,
-    load_split,
-    split_csv_path,
-)
+from utils.frame_reader import check_views_on_disk
+from utils.video_data import MultiViewClipDataset
+from utils.video_index import holdout_split, load_split, split_csv_path
 from utils.views import VIEWS
 
 SAMPLING_MODES = ("dynamic", "center")

@@ -4,7 +4,9 @@ The cooperative loss asks two views' block-similarity matrices to agree; :func:`
 measures how far they do (the Pearson correlation of their off-diagonal entries: 1 = the same
 ranking of which blocks are alike). :func:`term_gradient_norms` splits the gradient reaching one
 view's backbone by loss kind (its own CPC, its sync terms, its cooperative terms), so a run shows
-whether the cross-view terms move the RGB encoder at all or are drowned by CPC.
+whether the cross-view terms move the RGB encoder at all or are drowned by CPC. :func:`cpc_parts` splits
+CPC's accuracy into its two questions — which clip a prediction belongs to, and which of that clip's
+future moments it is — because an encoder can answer the first from appearance alone.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import itertools
 import torch
 from torch import Tensor, nn
 
-from train.losses import pool_blocks
+from train.losses import cpc_logits, pool_blocks
 
 
 def block_similarities(feature: Tensor, pool: str = "avg") -> Tensor:
@@ -48,6 +50,34 @@ def similarity_agreement(outputs: dict[str, tuple[Tensor, Tensor]], pool: str = 
     """
     sims = {view: block_similarities(feature.detach().float(), pool) for view, (_, feature) in outputs.items()}
     return {f"agree/{a}-{b}": _pearson_off_diagonal(sims[a], sims[b]) for a, b in itertools.combinations(sims, 2)}
+
+
+@torch.no_grad()
+def cpc_parts(outputs: dict[str, tuple[Tensor, Tensor]], temperature: float) -> dict[str, float]:
+    """Each view's CPC top-1 split into "which clip" and "which moment".
+
+    For a prediction of step p at position (y, x) of clip b:
+    - ``cpc_clip_top1/<view>``: its true map scores highest among the same step and position of every
+      clip of the batch (chance 1/B) — solvable from a clip's look alone;
+    - ``cpc_moment_top1/<view>``: its true map scores highest among clip b's own maps at every step and
+      position (chance 1/(P·s²)) — only an encoder that sees what changes within the clip can do it.
+
+    Args:
+        outputs: view -> (pred [B, P, D, s, s], feature [B, N, D, s, s]).
+        temperature: divisor of the scores (does not change a ranking, kept for equal logits).
+    """
+    stats = {}
+    for view, (pred, feature) in outputs.items():
+        b, p, _, h, w = pred.shape
+        k = p * h * w
+        logits = cpc_logits(pred.float(), feature[:, -p:].float(), temperature).view(b, k, b, k)
+        own = torch.arange(b, device=logits.device)
+        place = torch.arange(k, device=logits.device)
+        across = logits.permute(0, 1, 3, 2).diagonal(dim1=1, dim2=2)  # [B, B', k]: same step and position
+        within = logits[own, :, own, :]  # [B, k, k']: clip b's own maps
+        stats[f"cpc_clip_top1/{view}"] = (across.argmax(dim=1) == own[:, None]).float().mean().item()
+        stats[f"cpc_moment_top1/{view}"] = (within.argmax(dim=2) == place).float().mean().item()
+    return stats
 
 
 def term_gradient_norms(terms: dict[str, Tensor], view: str, backbone: nn.Module) -> dict[str, float]:

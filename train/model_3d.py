@@ -4,7 +4,8 @@ A clip of N blocks is encoded block by block into feature maps z ``[B, N, D, s, 
 reads the first N-P blocks and a small conv head predicts the maps of the last P blocks one at a
 time, each prediction fed back into the GRU. The CPC loss scores predictions against z[:, -P:];
 the cross-view losses pool z. Submodule names (``backbone``, ``agg``, ``network_pred``) match DPC
-and the original CoCon, so their checkpoints load.
+and the original CoCon, so their checkpoints load. :class:`ClipEncoder` (backbone, GRU and
+:meth:`ClipEncoder.encode`) is the part the fine-tuning classifier shares.
 
 Usage::
 
@@ -22,61 +23,40 @@ from backbone.convrnn import ConvGRU
 from backbone.select_backbone import select_resnet
 from utils.precision import match_layout
 
-__all__ = ["DPCRNN"]
+__all__ = ["ClipEncoder", "DPCRNN"]
 
 
-class DPCRNN(nn.Module):
-    """DPC-RNN encoder for one view.
+class ClipEncoder(nn.Module):
+    """Backbone and ConvGRU of one view: encodes the blocks of a clip; subclasses read them with the GRU.
 
     Args:
         backbone: name in ``backbone.select_backbone.BACKBONES``.
         in_channels: channels of the view (3 imgs, 2 flow/farne, 17 kphm, 1 seg).
         img_dim: input height and width; a multiple of 32 (the backbone's spatial stride).
         seq_len: frames per block (SL).
-        num_seq: blocks per clip (N).
-        pred_step: future blocks to predict (P), in [1, num_seq - 1].
-        l2_norm: L2-normalise features, hidden states and predictions over D.
+        l2_norm: L2-normalise the block features over D.
         track_running_stats: BatchNorm running statistics in the backbone. DPC and CoCon
             pretrained with False (batch statistics even in eval mode); we keep them (True) so
             that eval-mode features — retrieval, probes, the DDP equivalence check — do not
             depend on what else is in the batch. Checkpoints of either kind load.
     """
 
-    def __init__(
-        self,
-        backbone: str = "resnet18",
-        in_channels: int = 3,
-        img_dim: int = 128,
-        seq_len: int = 5,
-        num_seq: int = 8,
-        pred_step: int = 3,
-        l2_norm: bool = True,
-        track_running_stats: bool = True,
-    ) -> None:
+    def __init__(self, backbone: str = "resnet18", in_channels: int = 3, img_dim: int = 128, seq_len: int = 5,
+                 l2_norm: bool = True, track_running_stats: bool = True) -> None:
         super().__init__()
-        _check_args(img_dim, seq_len, num_seq, pred_step)
+        _check_block_size(img_dim, seq_len)
         self.in_channels = in_channels
         self.img_dim = img_dim
         self.seq_len = seq_len
-        self.num_seq = num_seq
-        self.pred_step = pred_step
         self.l2_norm = l2_norm
         # The backbone halves time twice (layer3, layer4); pooling this many steps leaves one.
         self.last_duration = math.ceil(seq_len / 4)
         self.spatial_size = math.ceil(img_dim / 32)
-
         self.backbone, self.feature_size = select_resnet(
             backbone, in_channels=in_channels, track_running_stats=track_running_stats
         )
         d = self.feature_size
         self.agg = ConvGRU(input_size=d, hidden_size=d, kernel_size=1, num_layers=1)
-        self.network_pred = nn.Sequential(
-            nn.Conv2d(d, d, kernel_size=1, padding=0),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(d, d, kernel_size=1, padding=0),
-        )
-        self.relu = nn.ReLU(inplace=False)
-        _initialize_weights(self.network_pred)
 
     def _check_block(self, block: torch.Tensor) -> None:
         if block.dim() != 6 or block.shape[2] != self.in_channels:
@@ -109,6 +89,32 @@ class DPCRNN(nn.Module):
         feature = feature.reshape(b, n, self.feature_size, *feature.shape[-2:])
         return self._normalize(feature, dim=2)  # [B, N, D, s, s]
 
+
+class DPCRNN(ClipEncoder):
+    """DPC-RNN encoder for one view: :class:`ClipEncoder` plus the predictor of future blocks.
+
+    Args:
+        backbone, in_channels, img_dim, seq_len, l2_norm, track_running_stats: see :class:`ClipEncoder`
+            (``l2_norm`` also normalises hidden states and predictions).
+        num_seq: blocks per clip (N).
+        pred_step: future blocks to predict (P), in [1, num_seq - 1].
+    """
+
+    def __init__(self, backbone: str = "resnet18", in_channels: int = 3, img_dim: int = 128, seq_len: int = 5,
+                 num_seq: int = 8, pred_step: int = 3, l2_norm: bool = True, track_running_stats: bool = True) -> None:
+        _check_pred_step(num_seq, pred_step)
+        super().__init__(backbone, in_channels, img_dim, seq_len, l2_norm, track_running_stats)
+        self.num_seq = num_seq
+        self.pred_step = pred_step
+        d = self.feature_size
+        self.network_pred = nn.Sequential(
+            nn.Conv2d(d, d, kernel_size=1, padding=0),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(d, d, kernel_size=1, padding=0),
+        )
+        self.relu = nn.ReLU(inplace=False)
+        _initialize_weights(self.network_pred)
+
     def forward(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a clip and predict its last ``pred_step`` blocks from the earlier ones.
 
@@ -138,11 +144,14 @@ class DPCRNN(nn.Module):
         return torch.stack(pred, dim=1), z  # [B, P, D, s, s], [B, N, D, s, s]
 
 
-def _check_args(img_dim: int, seq_len: int, num_seq: int, pred_step: int) -> None:
+def _check_block_size(img_dim: int, seq_len: int) -> None:
     if img_dim < 32 or img_dim % 32:
         raise ValueError(f"--img_dim must be a positive multiple of 32 (>= 32), got {img_dim}")
     if seq_len < 1:
         raise ValueError(f"--seq_len must be >= 1, got {seq_len}")
+
+
+def _check_pred_step(num_seq: int, pred_step: int) -> None:
     if not 1 <= pred_step <= num_seq - 1:
         raise ValueError(
             f"--pred_step must be in [1, num_seq - 1] = [1, {num_seq - 1}], got {pred_step}"

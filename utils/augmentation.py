@@ -11,14 +11,14 @@ the same region of the scene. Photometric changes (colour jitter, grayscale) are
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from utils.layout import FLOW_ZERO, negate_encoded_flow
 from utils.views import View
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -250,8 +250,7 @@ def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...
 def hflip_uint8(clip: np.ndarray, view: View) -> np.ndarray:
     """Mirror uint8 ``[T, H, W, C]`` frames left-right, sign- and channel-correct for ``view``.
 
-    Stored flow is ``128 + displacement``, and ``0.5 - x/255 == (255 - x)/255 - 0.5``, so negating
-    the x displacement in uint8 is exactly ``255 - x``.
+    The x displacement of flow is negated in its stored coding (:func:`utils.layout.negate_encoded_flow`).
     """
     t, h, w, c = clip.shape
     # One OpenCV flip of the frames stacked as a tall image is ~50x numpy's reversed-stride copy.
@@ -259,7 +258,7 @@ def hflip_uint8(clip: np.ndarray, view: View) -> np.ndarray:
     if view.flip_channels is not None:
         flipped = flipped[..., list(view.flip_channels)]
     if view.is_flow:
-        np.subtract(255, flipped[..., 0], out=flipped[..., 0])
+        negate_encoded_flow(flipped[..., 0])
     return flipped
 
 
@@ -321,7 +320,7 @@ def _float_affine(view: View, channels: int) -> tuple[torch.Tensor, torch.Tensor
     if view.is_rgb:
         std, mean = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
         return 1 / (255 * std), mean / std
-    shift = 0.5 if view.is_flow else 0.0
+    shift = FLOW_ZERO / 255 if view.is_flow else 0.0
     return torch.full((channels,), 1 / 255), torch.full((channels,), shift)
 
 

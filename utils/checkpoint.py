@@ -11,9 +11,9 @@ import io
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn

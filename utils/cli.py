@@ -23,8 +23,8 @@ import argparse
 import errno
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from utils.errors import UsageError, UserError
 from utils.files import is_disk_full

@@ -6,6 +6,7 @@ traceback. Nothing here imports torch, so the preprocessing scripts can use it w
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,20 +34,37 @@ def first_line(err: BaseException) -> str:
     return lines[0].strip()[:300] if lines else type(err).__name__
 
 
-def check_finite(values: Any, what: str, advice: str) -> None:
+def _as_array(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor, of any dtype and device
+        values = values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _non_finite(array: np.ndarray) -> str | None:
+    """How ``array`` is not finite (``"is nan"``, ``"has 2 non-finite (NaN/inf) of 8 values"``), or ``None``."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    if array.size == 1:
+        return f"is {array.item()}"
+    return f"has {int(array.size - finite.sum())} non-finite (NaN/inf) of {array.size} values"
+
+
+def check_finite(values: Any, what: str, advice: str, parts: Mapping[str, Any] | None = None) -> None:
     """Raise :class:`NonFiniteError` unless every value is finite.
 
     Args:
         values: a torch tensor, a NumPy array or a number.
         what: names the values and where they come from, e.g. ``"fine-tuning loss at epoch 3, batch 7"``.
         advice: what to do about it, e.g. ``"lower --lr or check the --pretrain checkpoint"``.
+        parts: what ``values`` is made of, by name (e.g. a loss's terms); only read when ``values`` is
+            not finite, to name the non-finite parts in the message (``cpc/flow = nan``).
     """
-    if hasattr(values, "detach"):  # a torch tensor, of any dtype and device
-        values = values.detach().float().cpu().numpy()
-    array = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(array)
-    if finite.all():
+    detail = _non_finite(_as_array(values))
+    if detail is None:
         return
-    bad = int(array.size - finite.sum())
-    detail = f"is {array.item()}" if array.size == 1 else f"has {bad} non-finite (NaN/inf) of {array.size} values"
+    named = {name: _as_array(part) for name, part in (parts or {}).items()}
+    bad = [f"{name} = {a.item()}" if a.size == 1 else f"{name} {_non_finite(a)}" for name, a in named.items() if _non_finite(a)]
+    if bad:
+        detail += f" (non-finite: {', '.join(bad)})"
     raise NonFiniteError(f"{what} {detail}; {advice}")

@@ -15,8 +15,9 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -187,5 +188,9 @@ def append_jsonl(record: dict, path: str | Path) -> None:
         while written < len(data):
             written += os.write(fd, data[written:])
         os.fsync(fd)
+    except OSError as err:
+        if err.errno is not None and err.filename is None:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
     finally:
         os.close(fd)

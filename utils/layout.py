@@ -1,4 +1,4 @@
-"""The on-disk data layout, without torch: where each view's tree lives and how class lists are read.
+"""The on-disk data contract, without torch: each view's tree, file names and encoding, and the split lists.
 
 Every view of a video is found from its RGB frame folder. The tree
 ``<root>/<dataset>/frame/<class>/<video>/image_00001.jpg`` has sibling trees ``flow/`` (``flow_x_00001.jpg``,
@@ -8,17 +8,115 @@ Every view of a video is found from its RGB frame folder. The tree
 ``<csv_root>/train_split01.csv`` (rows ``<video frame dir>,<num frames>``) with ``classInd.txt``
 (``<1-based id> <class name>`` lines).
 
+Files are numbered from 1 with 5 digits. RGB frames are JPEGs; flow pair ``i`` (frame ``i`` to ``i + 1``) is
+two 8-bit grayscale JPEGs coded by :func:`encode_flow`; heatmap files hold array ``hm``, uint8
+``[17, h, w]`` (255 = 1.0, channels in :data:`utils.keypoints.COCO_KEYPOINTS` order), and mask files array
+``seg``, uint8 ``[h, w]`` (255 = person). The preprocessing scripts write and the loader reads through
+these definitions.
+
 The preprocessing scripts import this module, not :mod:`utils.views` (which needs the backbones and so
 torch), so extracting frames or flow never loads torch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CSV_ROOT = REPO_ROOT / "process_data" / "data"
 # Its classes are mirror pairs (wave_left vs wave_right, ...): a flip would swap labels.
 MIRRORED_DATASETS = ("synthetic",)
+
+# The trees of a dataset root: RGB frames, and the other views' trees beside it.
+FRAME_TREE = "frame"
+FLOW_TREE = "flow"  # TV-L1 (or DIS) flow
+FARNE_TREE = "farne"  # Farneback flow
+HEATMAP_TREE = "heatmaps"
+SEGMASK_TREE = "segmasks"
+
+
+@dataclass(frozen=True)
+class FileSeries:
+    """The numbered files of one kind in a video's folder: ``<prefix><5-digit 1-based index><suffix>``.
+
+    Args:
+        prefix: the name before the index (``image_``).
+        suffix: the extension (``.jpg``).
+        key: the array's name inside each ``.npz`` file (``None`` for images).
+    """
+
+    prefix: str
+    suffix: str
+    key: str | None = None
+
+    def name(self, index: int) -> str:
+        """File name of frame ``index`` (1-based): ``image_00001.jpg`` for 1."""
+        return f"{self.prefix}{index:05d}{self.suffix}"
+
+    @property
+    def glob(self) -> str:
+        """Glob pattern of every file of the series (``image_*.jpg``)."""
+        return f"{self.prefix}*{self.suffix}"
+
+    def index(self, name: str) -> int | None:
+        """1-based index of the file ``name``; ``None`` when it is not a file of this series."""
+        digits = name[len(self.prefix) : len(name) - len(self.suffix)]
+        if name.startswith(self.prefix) and name.endswith(self.suffix) and digits.isdigit():
+            return int(digits)
+        return None
+
+    def save_array(self, folder: Path, index: int, array: np.ndarray) -> Path:
+        """Write frame ``index``'s array into ``folder`` as a compressed ``.npz`` under :attr:`key`; return its path."""
+        path = Path(folder) / self.name(index)
+        np.savez_compressed(path, **{self.key: array})
+        return path
+
+
+FRAMES = FileSeries("image_", ".jpg")
+FLOW_X = FileSeries("flow_x_", ".jpg")
+FLOW_Y = FileSeries("flow_y_", ".jpg")
+HEATMAPS = FileSeries("heatmap_", ".npz", key="hm")
+SEGMASKS = FileSeries("segmask_", ".npz", key="seg")
+
+# Flow coding (dense_flow's): pixels clipped to [-bound, bound] map linearly onto 0..255, so no motion is
+# 127.5 (stored as 128), the loader's ``u8 / 255 - FLOW_ZERO / 255`` lies in [-0.5, 0.5], and negating a
+# displacement is ``255 - u8``.
+FLOW_ZERO = 127.5
+
+
+def encode_flow(flow: np.ndarray, bound: float) -> np.ndarray:
+    """Map flow in pixels to uint8: clip to [-bound, bound], then linearly to 0..255 (dense_flow).
+
+    0 -> 128 (127.5 rounded), +bound -> 255, -bound -> 0. The training loader reads it back as
+    `u8 / 255 - 0.5`, i.e. about [-0.5, 0.5] (flow / (2 * bound)); `decode_flow` gives pixels.
+
+    Args:
+        flow: flow in pixels, any shape (e.g. `[H, W]` one component or `[H, W, 2]`).
+        bound: clipping bound in pixels (> 0).
+    """
+    if bound <= 0:
+        raise ValueError(f"flow bound must be > 0, got {bound}")
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def decode_flow(u8: np.ndarray, bound: float) -> np.ndarray:
+    """Inverse of `encode_flow`: uint8 0..255 back to float32 pixels in [-bound, bound].
+
+    Args:
+        u8: encoded flow, any shape.
+        bound: the bound it was encoded with.
+    """
+    if bound <= 0:
+        raise ValueError(f"flow bound must be > 0, got {bound}")
+    return u8.astype(np.float32) * np.float32(2 * bound / 255.0) - np.float32(bound)
+
+
+def negate_encoded_flow(u8: np.ndarray) -> None:
+    """Negate one encoded flow component in place (``255 - u8``, exact in uint8: the coding is symmetric)."""
+    np.subtract(255, u8, out=u8)
 
 
 def sibling_folder(path: str | Path, folder: str) -> Path:
@@ -35,7 +133,7 @@ def sibling_folder(path: str | Path, folder: str) -> Path:
     """
     parts = list(Path(path).parts)
     for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "frame":
+        if parts[i] == FRAME_TREE:
             parts[i] = folder
             return Path(*parts)
     raise ValueError(

@@ -1,7 +1,9 @@
-"""The run layer shared by pretraining and fine-tuning: experiment folders, args files, and the checkpoint protocol.
+"""The run layer shared by pretraining and fine-tuning: experiment folders, args files, TensorBoard events,
+and the checkpoint protocol.
 
 An experiment folder ``<exp>/`` holds ``args.json`` (the flags of its first run; a resumed run writes
-``args_resume<epoch>.json`` beside it), ``model/`` with the checkpoints and ``img/`` for TensorBoard.
+``args_resume<epoch>.json`` beside it), ``model/`` with the checkpoints and ``img/`` for TensorBoard
+(:class:`EventLog`).
 
 Checkpoints (``model/mode_<view>_epoch<N>.pth.tar`` and ``model/mode_<view>_best.pth.tar``) all hold
 the same fields — ``epoch, mode, net, state_dict, best_acc, best_epoch, optimizer, scheduler,
@@ -19,13 +21,22 @@ and each view's best weights are either in its best file or in the epoch file st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
+import numpy as np
 import torch
+from tensorboardX import summary
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.record_writer import RecordWriter
 from torch import nn
 
 from utils.checkpoint import CheckpointError, atomic_save, load_all_weights, load_checkpoint, prune_epochs, state_dict_of
@@ -69,6 +80,92 @@ def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch
     write_json(exp_dir / name, jsonable_args(args))
     log.info("experiment folder %s", exp_dir)
     return model_dir
+
+
+def _histogram_bins() -> list[float]:
+    """TensorBoard's default histogram edges (SummaryWriter's ``bins="tensorflow"``): 0 and ±1e-12 × 1.1^k up to 1e20."""
+    edges = [1e-12]
+    while edges[-1] * 1.1 < 1e20:
+        edges.append(edges[-1] * 1.1)
+    return [-e for e in reversed(edges)] + [0.0] + edges
+
+
+_HISTOGRAM_BINS = _histogram_bins()
+
+
+class EventLog:
+    """A run's TensorBoard events (scalars, images, histograms), written by the calling thread.
+
+    tensorboardX's ``SummaryWriter`` writes from a background thread, where a full disk only kills the
+    thread: the events are lost with a traceback the run never sees, and the run blocks for good once
+    the writer's queue is full. Here a failed write raises in the caller an ``OSError`` naming the event
+    file, which :mod:`utils.cli` reports in one line, as it does a failed checkpoint save.
+
+    The file is ``<folder>/events.out.tfevents.<seconds>.<host>`` (SummaryWriter's name), flushed to disk
+    after the first event, then every ``flush_secs`` and by :meth:`flush` and :meth:`close`. As a context
+    manager it closes on exit; leaving on an exception, a failed last flush does not replace that exception.
+    """
+
+    def __init__(self, folder: str | Path, flush_secs: float = 120.0) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+        self._records: RecordWriter | None = RecordWriter(str(self.path))
+        self._flush_secs, self._next_flush = flush_secs, 0.0
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._add(summary.scalar(tag, value), step)
+
+    def add_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """``image``: ``[3, H, W]``, values in [0, 1]."""
+        self._add(summary.image(tag, image, dataformats="CHW"), step)
+
+    def add_histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self._add(summary.histogram(tag, values, _HISTOGRAM_BINS), step)
+
+    def flush(self) -> None:
+        """Write the buffered events to disk (fsync)."""
+        self._guard(self._records.flush)
+        self._next_flush = time.monotonic() + self._flush_secs
+
+    def close(self) -> None:
+        """Flush and close the file (a second call does nothing)."""
+        if self._records is None:
+            return
+        try:
+            self.flush()
+        finally:
+            records, self._records = self._records, None
+            with contextlib.suppress(OSError):  # after a failed flush: the error raised is the flush's
+                records.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # The run's own error is the one to report; a flush failing too (a full disk) loses only recent events.
+        with contextlib.suppress(OSError):
+            self.close()
+
+    def _add(self, proto: Summary, step: int) -> None:
+        self._write(Event(wall_time=time.time(), step=int(step), summary=proto))
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def _write(self, event: Event) -> None:
+        self._guard(self._records.write, event.SerializeToString())
+
+    def _guard(self, write: Callable[..., None], *data: bytes) -> None:
+        try:
+            write(*data)
+        except OSError as err:
+            if err.errno is not None and err.filename is None:  # a buffered write does not name its file
+                raise OSError(err.errno, os.strerror(err.errno), str(self.path)) from err
+            raise
 
 
 # ---------------------------------------------------------------- writing checkpoints

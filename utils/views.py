@@ -1,8 +1,9 @@
 """The views CoCon learns from: their channels, where they live on disk and how big they are fed.
 
 A view of a video is found from its RGB frame folder: the tree ``<root>/<dataset>/frame/<class>/<video>``
-has siblings ``flow/``, ``farne/``, ``heatmaps/`` and ``segmasks/`` under the same dataset root
-(:func:`utils.layout.sibling_folder`, torch-free for the preprocessing scripts).
+has siblings ``flow/``, ``farne/``, ``heatmaps/`` and ``segmasks/`` under the same dataset root. The tree
+names, file names and encodings are defined once in :mod:`utils.layout` (torch-free, for the
+preprocessing scripts that write them).
 """
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backbone.select_backbone import BACKBONES
-from process_data.keypoints import FLIP_PERMUTATION
-from utils.layout import sibling_folder  # re-exported: the views are found through it
+from utils.keypoints import FLIP_PERMUTATION
+from utils.layout import (
+    FARNE_TREE,
+    FLOW_TREE,
+    FLOW_X,
+    FRAME_TREE,
+    FRAMES,
+    HEATMAP_TREE,
+    HEATMAPS,
+    SEGMASK_TREE,
+    SEGMASKS,
+    FileSeries,
+    sibling_folder,
+)
 
 
 @dataclass(frozen=True)
@@ -21,8 +34,8 @@ class View:
     Args:
         name: the name used on the command line (``--modalities imgs_flow``).
         channels: channels of the tensor fed to the encoder.
-        folder: the sibling folder of ``frame/`` that holds this view.
-        pattern: file name of frame ``i`` (1-based), formatted with ``i``.
+        folder: the tree that holds this view (``frame`` or a sibling of it).
+        files: the view's numbered files (for flow, its x component; :data:`utils.layout.FLOW_Y` pairs it).
         max_size: largest spatial size the view is fed at (``None``: the full ``--img_dim``); the
             paper fed flow at 128 and heatmaps and masks at 64 whatever the RGB size.
         is_flow: the first channel is a horizontal displacement, negated by a horizontal flip.
@@ -32,7 +45,7 @@ class View:
     name: str
     channels: int
     folder: str
-    pattern: str
+    files: FileSeries
     max_size: int | None = None
     is_flow: bool = False
     flip_channels: tuple[int, ...] | None = None
@@ -50,13 +63,12 @@ class View:
 
 
 VIEWS: dict[str, View] = {
-    "imgs": View("imgs", 3, "frame", "image_{:05d}.jpg"),
-    "flow": View("flow", 2, "flow", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
-    "farne": View("farne", 2, "farne", "flow_x_{:05d}.jpg", max_size=128, is_flow=True),
-    "kphm": View("kphm", 17, "heatmaps", "heatmap_{:05d}.npz", max_size=64, flip_channels=FLIP_PERMUTATION),
-    "seg": View("seg", 1, "segmasks", "segmask_{:05d}.npz", max_size=64),
+    "imgs": View("imgs", 3, FRAME_TREE, FRAMES),
+    "flow": View("flow", 2, FLOW_TREE, FLOW_X, max_size=128, is_flow=True),
+    "farne": View("farne", 2, FARNE_TREE, FLOW_X, max_size=128, is_flow=True),
+    "kphm": View("kphm", 17, HEATMAP_TREE, HEATMAPS, max_size=64, flip_channels=FLIP_PERMUTATION),
+    "seg": View("seg", 1, SEGMASK_TREE, SEGMASKS, max_size=64),
 }
-
 
 
 def parse_views(spec: str, flag: str = "--modalities") -> list[str]:
@@ -86,4 +98,4 @@ def view_backbone(view: str, net: str) -> str:
 def view_dir(frame_dir: str | Path, view: str) -> Path:
     """Folder of ``view`` for the video whose RGB frames are in ``frame_dir``."""
     folder = VIEWS[view].folder
-    return Path(frame_dir) if folder == "frame" else sibling_folder(frame_dir, folder)
+    return Path(frame_dir) if folder == FRAME_TREE else sibling_folder(frame_dir, folder)

@@ -1,65 +1,39 @@
 """The action classifier fine-tuned on a pretrained CoCon/DPC encoder (DPC's ``LC``).
 
-Blocks ``[B, N, C, SL, H, W]`` → backbone per block → time pooled → ConvGRU over the N blocks →
-last hidden state, spatial average → BatchNorm1d → dropout → linear → logits ``[B, K]``.
-The submodules ``backbone`` and ``agg`` are named as in ``train.model_3d.DPCRNN`` so pretrained
-keys load; ``final_bn`` and ``final_fc`` are DPC's names for the head.
+Blocks ``[B, N, C, SL, H, W]`` → :meth:`train.model_3d.ClipEncoder.encode` (the pretraining encoder's
+own code) → ReLU → ConvGRU over the N blocks → last hidden state, spatial average → BatchNorm1d →
+dropout → linear → logits ``[B, K]``. The submodules ``backbone`` and ``agg`` are the encoder's, so
+pretrained keys load; ``final_bn`` and ``final_fc`` are DPC's names for the head.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbone.convrnn import ConvGRU
-from backbone.select_backbone import select_resnet
-from utils.precision import match_layout
+from train.model_3d import ClipEncoder
 
 TRAIN_WHAT = ("all", "ft", "last")
 
 
-class LinearClassifier(nn.Module):
-    """Backbone + ConvGRU + BatchNorm/dropout/linear head.
+class ActionClassifier(ClipEncoder):
+    """Clip encoder + ConvGRU + BatchNorm/dropout/linear head.
 
     Args:
-        backbone: name in ``backbone.select_backbone.BACKBONES``.
-        in_channels: channels of the view.
-        img_dim: input side (a multiple of 32).
-        seq_len: frames per block.
+        backbone, in_channels, img_dim, seq_len, track_running_stats: see :class:`~train.model_3d.ClipEncoder`.
         num_seq: blocks per clip.
         num_classes: K.
         dropout: dropout before the linear layer.
         l2_norm: L2-normalise the block features over D before the GRU, as pretraining did, so a
             pretrained GRU sees inputs of the scale it was trained on.
-        track_running_stats: BatchNorm running statistics in the backbone.
     """
 
-    def __init__(
-        self,
-        backbone: str = "resnet18",
-        in_channels: int = 3,
-        img_dim: int = 128,
-        seq_len: int = 5,
-        num_seq: int = 8,
-        num_classes: int = 101,
-        dropout: float = 0.5,
-        l2_norm: bool = True,
-        track_running_stats: bool = True,
-    ) -> None:
-        super().__init__()
-        if img_dim < 32 or img_dim % 32:
-            raise ValueError(f"--img_dim must be a positive multiple of 32, got {img_dim}")
-        self.in_channels = in_channels
+    def __init__(self, backbone: str = "resnet18", in_channels: int = 3, img_dim: int = 128, seq_len: int = 5,
+                 num_seq: int = 8, num_classes: int = 101, dropout: float = 0.5, l2_norm: bool = True,
+                 track_running_stats: bool = True) -> None:
+        super().__init__(backbone, in_channels, img_dim, seq_len, l2_norm, track_running_stats)
         self.num_seq = num_seq
-        self.l2_norm = l2_norm
-        self.last_duration = math.ceil(seq_len / 4)
-        self.backbone, self.feature_size = select_resnet(
-            backbone, in_channels=in_channels, track_running_stats=track_running_stats
-        )
         d = self.feature_size
-        self.agg = ConvGRU(input_size=d, hidden_size=d, kernel_size=1, num_layers=1)  # initialises itself orthogonally
         self.final_bn = nn.BatchNorm1d(d)
         self.final_fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, num_classes))
         nn.init.ones_(self.final_bn.weight)
@@ -69,20 +43,12 @@ class LinearClassifier(nn.Module):
 
     def forward(self, block: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` of blocks ``[B, N, C, SL, H, W]``."""
-        if block.dim() != 6 or block.shape[2] != self.in_channels:
-            raise ValueError(f"expected blocks [B, N, {self.in_channels}, SL, H, W], got {tuple(block.shape)}")
-        b, n, c, sl, h, w = block.shape
-        feature = self.backbone(match_layout(block.reshape(b * n, c, sl, h, w), self.backbone.conv1))  # [B·N, D, t, s, s]
-        feature = F.avg_pool3d(feature, (self.last_duration, 1, 1), stride=1)
-        feature = feature.reshape(b, n, self.feature_size, *feature.shape[-2:])  # [B, N, D, s, s]
-        if self.l2_norm:
-            feature = F.normalize(feature, dim=2)
-        _, hidden = self.agg(F.relu(feature))  # [B, layers, D, s, s]
+        _, hidden = self.agg(F.relu(self.encode(block)))  # [B, layers, D, s, s]
         context = hidden[:, -1].mean(dim=(2, 3))  # [B, D]
         return self.final_fc(self.final_bn(context))
 
 
-def parameter_groups(model: LinearClassifier, train_what: str, lr: float) -> list[dict]:
+def parameter_groups(model: ActionClassifier, train_what: str, lr: float) -> list[dict]:
     """Optimiser groups for ``--train_what``.
 
     - ``all``: every parameter at ``lr``;
@@ -101,7 +67,7 @@ def parameter_groups(model: LinearClassifier, train_what: str, lr: float) -> lis
     return [{"params": backbone + rest, "lr": lr, "name": "all"}]
 
 
-def set_trainable(model: LinearClassifier, train_what: str, epoch: int, frozen_epochs: int = 1) -> None:
+def set_trainable(model: ActionClassifier, train_what: str, epoch: int, frozen_epochs: int = 1) -> None:
     """Freeze what should not learn in ``epoch``.
 
     The backbone is frozen during the first ``frozen_epochs`` epochs (the new head settles before

@@ -1,0 +1,162 @@
+"""What the evaluation scripts of test/ set up alike: their flags (each defined once, so test/test.py
+offers every script's flags under the same names), the settings derived from them, the whole-video
+loader and the report of class probabilities.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from utils.checkpoint import has_running_stats
+from utils.classification_report import write_classification_report
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, select_gpus
+from utils.errors import check_finite
+from utils.eval_files import VideoProbabilities, save_probabilities
+from utils.files import write_json
+from utils.layout import resolve_csv_root
+from utils.precision import amp_dtype_for, describe_amp
+from utils.video_data import VideoGroupDataset
+from utils.video_index import VideoEntry
+from utils.views import VIEWS
+
+log = logging.getLogger("cocon.test")
+
+# Help sections in this order; a script shows those it fills.
+GROUPS = ("model", "data", "fine-tuning", "evaluation", "output", "hardware")
+Groups = dict[str, argparse._ArgumentGroup]
+
+
+def new_parser(description: str, epilog: str | None = None) -> tuple[argparse.ArgumentParser, Groups]:
+    """An evaluation script's parser and its help sections (:data:`GROUPS`)."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+    return parser, {title: parser.add_argument_group(title) for title in GROUPS}
+
+
+def add_encoder_flags(groups: Groups) -> None:
+    """The flags of every script that builds an encoder of one view and reads the split lists."""
+    model = groups["model"]
+    model.add_argument("--net", default="resnet18", help="backbone of the imgs view (other views use at most resnet18)")
+    model.add_argument("--modality", default="imgs", choices=sorted(VIEWS), help="the view to fine-tune or evaluate")
+    model.add_argument("--img_dim", type=int, default=128, help="RGB input side; other views use their own size")
+    model.add_argument("--seq_len", type=int, default=5, help="frames per block")
+    model.add_argument("--num_seq", type=int, default=8, help="blocks per clip (and per test group)")
+    model.add_argument("--ds", type=int, default=3, help="frame stride")
+    model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True,
+                       help="L2-normalise block features before the GRU, as pretraining did")
+    model.add_argument("--pretrain", default=None, help="encoder checkpoint to start from, or 'random'")
+
+    data = groups["data"]
+    data.add_argument("--dataset", default="ucf101", type=canonical_dataset,
+                      help="dataset name; its lists are in <csv_root> (the original code's hmdb and kinetics mean "
+                      "hmdb51 and kinetics400)")
+    data.add_argument("--csv_root", type=Path, default=None,
+                      help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
+    data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="split number of the train/test lists")
+    data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+    data.add_argument("--batch_size", type=int, default=8, help="clips per step (and test groups per forward)")
+    data.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and the val split")
+
+    hardware = groups["hardware"]
+    hardware.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    add_gpu_flag(hardware)
+    hardware.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                          help="mixed precision with channels-last 3-D convolutions: bf16 on a CPU with native bf16 "
+                          "(AVX512-BF16/AMX; float32 with a warning otherwise), on CUDA bf16 where supported, else "
+                          "fp16 with a grad scaler; losses and probabilities stay float32")
+
+
+def add_out_dir_flag(groups: Groups) -> None:
+    """``--out_dir``, the folder of every evaluation's files."""
+    groups["output"].add_argument("--out_dir", type=Path, default=None,
+                                  help="evaluation output folder (default: see above)")
+
+
+def start(args: argparse.Namespace) -> None:
+    """Pick the GPUs (before CUDA starts) and log to the console."""
+    select_gpus(getattr(args, "gpu", None))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+
+def precision(args: argparse.Namespace) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` on ``--device`` (``None``: float32), logged."""
+    amp_dtype = amp_dtype_for(args.amp, torch.device(args.device))
+    log.info("precision: %s", describe_amp(amp_dtype))
+    return amp_dtype
+
+
+# ---------------------------------------------------------------- settings
+
+
+def csv_root(args: argparse.Namespace) -> Path:
+    """Folder of ``classInd.txt`` and the split lists: ``--csv_root``, else ``process_data/data/<dataset>``.
+
+    Args:
+        args: the parsed flags (``csv_root``, ``dataset``).
+    """
+    return resolve_csv_root(args.csv_root, args.dataset)
+
+
+def view_size(args: argparse.Namespace) -> int:
+    """Input side of ``--modality`` when RGB is fed at ``--img_dim`` (other views cap their size).
+
+    Args:
+        args: the parsed flags (``modality``, ``img_dim``).
+    """
+    return VIEWS[args.modality].size(args.img_dim)
+
+
+def default_out_dir(checkpoint: str | Path, args: argparse.Namespace) -> Path:
+    """``<exp>/eval/<checkpoint name>_<dataset>_split<NN>/``, where ``<exp>`` holds the checkpoint's ``model/``."""
+    path = Path(checkpoint).resolve()
+    exp = path.parent.parent if path.parent.name == "model" else path.parent
+    return exp / "eval" / f"{path.name.removesuffix('.pth.tar')}_{args.dataset}_split{args.split:02d}"
+
+
+def pretrain_running_stats(args: argparse.Namespace) -> bool:
+    """Keep BatchNorm running statistics unless the --pretrain checkpoint has none (DPC's and the
+    original CoCon's normalise with batch statistics; their frozen backbones need that in eval mode)."""
+    return args.pretrain in (None, "random") or has_running_stats(args.pretrain)
+
+
+def check_weights_finite(model: nn.Module, source: str) -> None:
+    """Stop before a model with NaN or infinite weights trains or scores anything.
+
+    Args:
+        model: the loaded model.
+        source: where its weights came from, for the message (e.g. ``"--test <path>"``).
+    """
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            check_finite(tensor, f"{source}: weight {name}", "it was saved by a diverged run; use an earlier checkpoint")
+
+
+# ---------------------------------------------------------------- whole videos and their report
+
+
+def _single(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+def group_loader(entries: list[VideoEntry], args: argparse.Namespace) -> DataLoader:
+    """Whole videos, one per step; each item holds all its groups ``[G, N, C, SL, S, S]``."""
+    dataset = VideoGroupDataset(entries, [args.modality], {args.modality: view_size(args)},
+                                args.num_seq, args.seq_len, args.ds)
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers, collate_fn=_single)
+
+
+def report(result: VideoProbabilities, out_dir: Path, stem: str, extra: dict) -> dict:
+    """Save probabilities, metrics, figure and tables of one (or a fused) view; print a results line."""
+    out_dir = Path(out_dir)
+    probs_path = save_probabilities(out_dir / f"probs_{result.view}.npz", result)
+    stats, files = write_classification_report(out_dir, stem, result.probs, result.labels,
+                                               list(result.class_names), f"{stem} {result.view}")
+    stats.update(extra, view=result.view, probs=str(probs_path), **{k: str(v) for k, v in files.items()})
+    write_json(out_dir / f"{stem}_results.json", stats)
+    print(f"{stem} {result.view}: top-1 {100 * stats['top1']:.2f}% top-5 {100 * stats['top5']:.2f}% "
+          f"mean-class {100 * stats['mean_class_accuracy']:.2f}% on {stats['num_videos']} videos -> {out_dir}")
+    return stats

@@ -1,0 +1,408 @@
+"""Fine-tune a pretrained CoCon/DPC encoder for action recognition, keep the best checkpoint by validation
+top-1 and test it on whole videos; or, with --test, only test a fine-tuned checkpoint.
+
+    python test/finetune.py --net resnet18 --dataset ucf101 --modality imgs --batch_size 8 --img_dim 128 \\
+        --pretrain runs/<exp>/model/mode_imgs_best.pth.tar --epochs 100
+    python test/finetune.py --dataset ucf101 --modality imgs --test runs/<ft exp>/model/mode_imgs_best.pth.tar
+
+outputs: <save_dir>/<exp name>/model/ mode_<view>_epoch<N>.pth.tar (newest --keep_last), mode_<view>_best.pth.tar;
+img/ TensorBoard logs (train/, val/); args.json (args_resume<N>.json for a resumed run); then the test of the best
+checkpoint in <exp>/eval/mode_<view>_best_<dataset>_split<NN>/ (test_results.json, probs_<view>.npz,
+test_confusion.png, test_per_class.{md,csv}).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils import run
+from utils.checkpoint import CheckpointError, load_pretrained
+from utils.cli import run_cli
+from utils.distributed import seed_everything
+from utils.errors import check_finite
+from utils.files import append_jsonl
+from utils.layout import REPO_ROOT, resolve_hflip
+from utils.metrics import AverageMeter, topk_accuracy
+from utils.precision import autocast, grad_scaler, to_channels_last
+from utils.video_data import MultiViewClipDataset, fill_frame_caches
+from utils.video_index import VideoEntry, holdout_split, load_split
+from utils.views import view_backbone
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
+    sys.path.append(str(Path(__file__).resolve().parent))
+from action_classifier import TRAIN_WHAT, parameter_groups, set_trainable  # noqa: E402
+from classifier_test import build_classifier, test_checkpoint, test_classifier  # noqa: E402
+from eval_setup import (  # noqa: E402
+    Groups,
+    add_encoder_flags,
+    add_out_dir_flag,
+    check_weights_finite,
+    csv_root,
+    default_out_dir,
+    log,
+    new_parser,
+    precision,
+    pretrain_running_stats,
+    start,
+    view_size,
+)
+
+
+def add_flags(groups: Groups) -> None:
+    """The flags of fine-tuning and of ``--test``."""
+    groups["model"].add_argument("--dropout", type=float, default=0.5, help="dropout before the linear layer")
+    data = groups["data"]
+    data.add_argument("--val_fraction", type=float, default=0.1,
+                      help="share of each class of the train split held out for validation")
+    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                      help="horizontal-flip augmentation (default: off for synthetic, whose classes are mirror pairs)")
+    data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
+                      help="decode every frame once into memory before fine-tuning (small datasets): later epochs never read "
+                           "the disk; the memory needed is logged and checked first (one copy shared by the workers, one per "
+                           "process under torchrun)")
+    optim = groups["fine-tuning"]
+    optim.add_argument("--train_what", default="all", choices=TRAIN_WHAT,
+                       help="all: everything at --lr; ft: backbone at --lr/10; last: head only (frozen encoder)")
+    optim.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    optim.add_argument("--wd", type=float, default=1e-3, help="Adam weight decay")
+    optim.add_argument("--epochs", type=int, default=100, help="epochs to train")
+    optim.add_argument("--schedule", default=None,
+                       help="comma-separated epochs where the lr is multiplied by 0.1 "
+                       "(default 50,70,90; 60,120,180 when --img_dim >= 224)")
+    optim.add_argument("--resume", type=Path, default=None,
+                       help="fine-tuning run to continue: its model/ folder (newest epoch) or one of its checkpoints")
+    optim.add_argument("--keep_last", type=int, default=1, help="epoch checkpoints kept (besides the best one)")
+    groups["evaluation"].add_argument("--test", type=Path, default=None,
+                                      help="test this fine-tuned classifier checkpoint")
+    output = groups["output"]
+    output.add_argument("--save_dir", type=Path, default=REPO_ROOT / "runs", help="root of fine-tuning experiments")
+    output.add_argument("--prefix", default="", help="prefix of the experiment folder name")
+    output.add_argument("--print_freq", type=int, default=10, help="iterations between TensorBoard loss points")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every flag of fine-tuning and testing, grouped."""
+    parser, groups = new_parser(__doc__)
+    add_encoder_flags(groups)
+    add_flags(groups)
+    add_out_dir_flag(groups)
+    return parser
+
+
+# ---------------------------------------------------------------- settings
+
+
+def lr_milestones(args: argparse.Namespace) -> list[int]:
+    """Epochs of the ×0.1 steps: ``--schedule``, else DPC's 50/70/90 (60/120/180 from 224 px)."""
+    if args.schedule is None:
+        return [60, 120, 180] if args.img_dim >= 224 else [50, 70, 90]
+    try:
+        return sorted(int(e) for e in args.schedule.split(",") if e.strip())
+    except ValueError as err:
+        raise ValueError(f"--schedule: expected comma-separated epochs, got {args.schedule!r}") from err
+
+
+def use_hflip(args: argparse.Namespace) -> bool:
+    """``--hflip``, else the trainer's rule (off for datasets whose classes are mirror pairs)."""
+    return resolve_hflip(args.hflip, args.dataset)
+
+
+def exp_name(args: argparse.Namespace) -> str:
+    """Experiment folder name encoding the fine-tuning settings."""
+    if args.pretrain in (None, "random"):
+        pretrain = "random"
+    else:
+        path = Path(args.pretrain).resolve()
+        pretrain = f"{path.name.removesuffix('.pth.tar')}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+    parts = [
+        f"ft_{args.dataset}-{args.split}", args.modality, view_backbone(args.modality, args.net), f"{view_size(args)}px",
+        f"sl{args.seq_len}", f"ns{args.num_seq}", f"ds{args.ds}", f"bs{args.batch_size}", f"lr{args.lr:g}",
+        f"wd{args.wd:g}", f"dp{args.dropout:g}", f"train-{args.train_what}", f"pre-{pretrain}",
+    ]
+    name = "_".join(parts)
+    return f"{args.prefix}_{name}" if args.prefix else name
+
+
+def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[VideoEntry]) -> tuple[DataLoader, DataLoader]:
+    """Augmented random clips of the training videos; the middle clip of each validation video."""
+    size = {args.modality: view_size(args)}
+    clip = dict(num_seq=args.num_seq, seq_len=args.seq_len, ds=args.ds)
+    train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed)
+    val_set = MultiViewClipDataset(val, [args.modality], size, **clip, train=False)
+    if args.cache_frames:
+        fill_frame_caches([train_set, val_set], args.num_workers)
+    # drop_last keeps BatchNorm1d from a batch of one; a set smaller than a batch is used whole.
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
+                              drop_last=len(train_set) >= args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed))
+    return train_loader, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+
+
+# ---------------------------------------------------------------- resume and save
+
+
+def load_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The fine-tuning checkpoint ``--resume`` names (a file, or a ``model/`` folder: its newest epoch).
+
+    Raises:
+        CheckpointError: not a fine-tuning checkpoint of ``--modality`` (a pretraining one is named as
+            such), or one of another ``--net`` or ``--train_what``.
+    """
+    path = run.find_resume(args.resume, [args.modality])[args.modality]
+    checkpoint = run.load_resume(path, args.modality, args.net, args.device)
+    if "class_names" not in checkpoint:
+        raise CheckpointError(
+            f"--resume {path} is a pretraining checkpoint (it has no classifier head): fine-tune from it with "
+            f"--pretrain {path}; --resume continues a fine-tuning run from its <exp>/model/ folder"
+        )
+    saved = (checkpoint.get("args") or {}).get("train_what", args.train_what)
+    if saved != args.train_what:
+        raise CheckpointError(f"--resume {path} was fine-tuned with --train_what {saved!r}, but --train_what is "
+                              f"{args.train_what!r}: pass the --train_what of the run you resume")
+    return path, checkpoint
+
+
+def resume_finetuning(path: Path, checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None) -> run.Progress:
+    """Restore model, optimiser, scheduler (and grad scaler), and the best copy (see :func:`utils.run.ensure_best`).
+
+    Args:
+        path, checkpoint: from :func:`load_resume_checkpoint`.
+        model, optimizer, scheduler, scaler: built from this run's flags.
+    """
+    run.restore_state(checkpoint, path, model, optimizer, scheduler, "--net, --train_what and model flags")
+    if scaler is not None and "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+    check_weights_finite(model, f"--resume {path}")
+    run.ensure_best(path.parent, checkpoint["mode"], checkpoint)
+    return run.Progress(checkpoint["epoch"], checkpoint["iteration"], float(checkpoint["best_acc"]),
+                        checkpoint.get("best_epoch"))
+
+
+def save_finetuning(model_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: run.Progress, args: argparse.Namespace,
+                    class_names: list[str], track: bool, scaler: torch.amp.GradScaler | None) -> None:
+    """The epoch file, then the best copy when this epoch is the best, then pruning (:mod:`utils.run`).
+
+    Args:
+        model_dir: the experiment's ``model/`` folder.
+        model, optimizer, scheduler: saved.
+        state: the run's progress after the epoch.
+        args: the flags (``--keep_last``, and stored in the checkpoint).
+        class_names: the classes, checked when the checkpoint is tested.
+        track: whether the backbone keeps BatchNorm running statistics.
+        scaler: the fp16 grad scaler, saved with the rest; ``None`` otherwise.
+    """
+    extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
+    checkpoint = run.make_checkpoint(
+        args.modality, args.net, model, optimizer, scheduler, epoch=state.epoch, iteration=state.iteration,
+        best_acc=state.best_acc, best_epoch=state.best_epoch, args=args, class_names=list(class_names),
+        track_running_stats=track, **extra,
+    )
+    improved = [args.modality] if state.best_epoch == state.epoch else []
+    run.save_epoch(model_dir, state.epoch, {args.modality: checkpoint}, improved, args.keep_last)
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+@dataclass
+class Precision:
+    """``--amp``: the autocast dtype (``None``: float32) and, for fp16, the gradient scaler."""
+
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
+                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of one batch and its logits, both float32 whatever the autocast dtype.
+
+    Args:
+        model: the classifier.
+        x: blocks ``[B, N, C, SL, H, W]``.
+        y: classes ``[B]``.
+        device: where the model runs.
+        amp_dtype: autocast dtype of ``--amp``, or ``None`` for float32.
+    """
+    device = torch.device(device)
+    with autocast(device, amp_dtype):
+        logits = model(x.to(device))  # [B, K]
+    logits = logits.float()
+    return F.cross_entropy(logits, y.to(device)), logits
+
+
+def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epoch: int,
+                    args: argparse.Namespace, writer: run.EventLog, iteration: int, amp: Precision) -> tuple[dict, int]:
+    """One epoch of cross-entropy training; returns mean loss/top-1 and the updated iteration count.
+
+    Args:
+        model: the classifier (frozen parts are set by ``--train_what`` and ``epoch``).
+        loader: augmented clips ``{view: [B, N, C, SL, H, W], "label": [B]}``.
+        optimizer: built on :func:`action_classifier.parameter_groups`.
+        epoch: 0-based epoch (the backbone is frozen in epoch 0).
+        args: the parsed flags (``modality``, ``train_what``, ``device``, ``print_freq``).
+        writer: TensorBoard writer of the iteration losses.
+        iteration: optimiser steps taken before this epoch.
+        amp: the ``--amp`` precision.
+    """
+    model.train()
+    set_trainable(model, args.train_what, epoch)
+    loader.dataset.set_epoch(epoch)
+    loss_meter, acc_meter = AverageMeter(), AverageMeter()
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False):
+        y = batch["label"].to(args.device)
+        loss, logits = forward_loss(model, batch[args.modality], y, args.device, amp.dtype)
+        check_finite(loss, f"fine-tuning loss at epoch {epoch}, iteration {iteration}",
+                     "stopping; the last epoch's checkpoint is kept: lower --lr, or check the --pretrain checkpoint")
+        _step(loss, optimizer, amp.scaler)
+        loss_meter.update(loss.item(), len(y))
+        acc_meter.update(topk_accuracy(logits.detach(), y, (1,))[0], len(y))
+        iteration += 1
+        if iteration % args.print_freq == 0:
+            writer.add_scalar("iter/loss", loss.item(), iteration)
+    return {"loss": loss_meter.avg, "top1": acc_meter.avg}, iteration
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict:
+    """Loss, top-1 and top-5 on the middle clip of each validation video."""
+    model.eval()
+    loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    for batch in loader:
+        y = batch["label"].to(args.device)
+        loss, logits = forward_loss(model, batch[args.modality], y, args.device, amp_dtype)
+        acc1, acc5 = topk_accuracy(logits, y, (1, 5))
+        loss_meter.update(loss.item(), len(y))
+        top1.update(acc1, len(y))
+        top5.update(acc5, len(y))
+    return {"loss": loss_meter.avg, "top1": top1.avg, "top5": top5.avg}
+
+
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make an epoch's clip order, dropout and augmentation a function of (seed, epoch), so a resumed
+    run repeats exactly what an uninterrupted one does."""
+    seed_everything(seed + epoch)
+    loader.generator.manual_seed(seed + epoch)
+
+
+def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, state: run.Progress,
+                   args: argparse.Namespace, writers: dict[str, run.EventLog], amp: Precision) -> dict:
+    """Train and validate one epoch, step the schedule, and advance ``state`` (epoch, iteration, best);
+    return the epoch's record for ``log.jsonl`` (its train and val loss and top-1).
+
+    Args:
+        model: the classifier.
+        loaders: the training and validation loaders.
+        optimizer, scheduler: the classifier's.
+        epoch: the 0-based epoch to run.
+        state: the run's progress, updated in place.
+        args: the parsed flags.
+        writers: the ``train`` and ``val`` TensorBoard writers.
+        amp: the ``--amp`` precision.
+    """
+    train_loader, val_loader = loaders
+    seed_epoch(train_loader, args.seed, epoch)
+    train_stats, state.iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"],
+                                                   state.iteration, amp)
+    val_stats = evaluate(model, val_loader, args, amp.dtype)
+    check_finite(val_stats["loss"], f"validation loss after epoch {epoch + 1}",
+                 "the weights diverged; the previous epoch's checkpoint is kept: lower --lr and --resume from it")
+    for part, stats in (("train", train_stats), ("val", val_stats)):
+        for key, value in stats.items():
+            writers[part].add_scalar(f"epoch/{key}", value, epoch)
+    writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
+    scheduler.step()
+    improved = val_stats["top1"] > state.best_acc
+    if improved:
+        state.best_acc, state.best_epoch = val_stats["top1"], epoch + 1
+    state.epoch = epoch + 1
+    log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | val loss %.3f top-1 %.1f%%%s", epoch + 1, args.epochs,
+             train_stats["loss"], 100 * train_stats["top1"], val_stats["loss"], 100 * val_stats["top1"],
+             " (best)" if improved else "")
+    return {"epoch": epoch + 1, "train": train_stats, "val": val_stats, "best": bool(improved)}
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict:
+    """Fine-tune, keep the best checkpoint by validation top-1, then test it on the test split.
+
+    Args:
+        args: the parsed flags.
+        amp_dtype: autocast dtype of ``--amp`` (:func:`eval_setup.precision`), or ``None`` for float32.
+    """
+    root = csv_root(args)
+    train_all, class_names = load_split(root, "train", args.split)
+    test_entries, _ = load_split(root, "test", args.split)
+    train_entries, val_entries = holdout_split(train_all, args.val_fraction, args.seed)
+    if args.resume is None and args.pretrain is None:
+        raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
+    if args.keep_last < 1:
+        raise ValueError(f"--keep_last must be >= 1 (the newest epoch is what --resume continues from), got {args.keep_last}")
+    resumed = load_resume_checkpoint(args) if args.resume is not None else None
+    torch.manual_seed(args.seed)
+    track = resumed[1].get("track_running_stats", True) if resumed else pretrain_running_stats(args)
+    model = build_classifier(args, len(class_names), track).to(args.device)
+    if resumed is None and args.pretrain != "random":
+        log.info("pretrain %s: %s", args.pretrain, load_pretrained(model, args.pretrain, args.modality).summary())
+    optimizer = torch.optim.Adam(parameter_groups(model, args.train_what, args.lr), weight_decay=args.wd)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(args), gamma=0.1)
+    amp = Precision(amp_dtype, grad_scaler(amp_dtype, torch.device(args.device)))
+    if amp_dtype is not None:
+        to_channels_last(model)
+    if resumed is not None:
+        state = resume_finetuning(*resumed, model, optimizer, scheduler, amp.scaler)
+        exp = run.experiment_of({args.modality: resumed[0]})
+    else:
+        state, exp = run.Progress(), Path(args.save_dir) / exp_name(args)
+    model_dir = run.open_experiment(exp, args, state.epoch if resumed else None)
+    train_loader, val_loader = clip_loaders(args, train_entries, val_entries)
+    log.info("fine-tuning %s on %d train / %d val videos (%d classes, hflip %s) into %s", args.modality,
+             len(train_entries), len(val_entries), len(class_names), "on" if use_hflip(args) else "off", exp)
+    with run.EventLog(exp / "img" / "train") as train_log, run.EventLog(exp / "img" / "val") as val_log:
+        writers = {"train": train_log, "val": val_log}
+        for epoch in range(state.epoch, args.epochs):
+            record = finetune_epoch(model, (train_loader, val_loader), optimizer, scheduler, epoch, state, args,
+                                    writers, amp)
+            save_finetuning(model_dir, model, optimizer, scheduler, state, args, class_names, track, amp.scaler)
+            append_jsonl(record, exp / "log.jsonl")
+    best = run.checkpoint_path(model_dir, args.modality, "best")
+    results = test_classifier(best, args, test_entries, class_names, args.out_dir or default_out_dir(best, args),
+                              amp_dtype)
+    return {"exp": str(exp), "best_val_top1": state.best_acc, "test": results}
+
+
+def main(args: argparse.Namespace) -> dict:
+    """``--test CKPT`` tests that checkpoint; otherwise fine-tune from ``--pretrain`` (or ``--resume``) and test."""
+    start(args)
+    amp_dtype = precision(args)
+    if args.test is not None:
+        return {"test": test_checkpoint(args, amp_dtype)}
+    return {"finetune": finetune(args, amp_dtype)}
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

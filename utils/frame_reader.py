@@ -1,0 +1,261 @@
+"""Reading the stored frames of every view: reduced-resolution JPEG decoding, frames missing on disk filled
+from their nearest neighbour, and the checks that every requested view is on disk.
+
+File names and encodings are those of :mod:`utils.layout`; the views' folders those of :mod:`utils.views`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from utils.errors import DataError
+from utils.files import read_npz
+from utils.layout import FLOW_Y, HEATMAPS, FileSeries
+from utils.video_index import VideoEntry
+from utils.views import VIEWS, view_dir
+
+# OpenCV's own threads fight the DataLoader's worker processes for the same cores.
+cv2.setNumThreads(1)
+
+# Reduced-resolution decoding: libjpeg scales in the DCT, so a 1/2, 1/4 or 1/8 decode skips most of
+# the work of a full one (for other formats OpenCV decodes fully, then resizes).
+_COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                8: cv2.IMREAD_REDUCED_COLOR_8}
+_GRAY_FLAGS = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+               8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+REDUCTIONS = (8, 4, 2, 1)
+# JPEG start-of-frame markers (SOF0..SOF15 except DHT, JPG and DAC), which carry the frame size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_LISTING_CACHE = 4096  # folders whose frame listing a FrameReader keeps
+
+
+def _read_image(path: str | Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise ValueError(f"cannot decode {path} (missing, truncated or not an image)")
+    return image
+
+
+def _read_npz(path: str | Path, files: FileSeries) -> np.ndarray:
+    what = "heatmap" if files == HEATMAPS else "mask"
+    advice = f"delete {Path(path).parent} and run process_data/extract_features.py again"
+    return read_npz(path, (files.key,), what, advice)[files.key]
+
+
+def check_same_size(frames: Sequence[np.ndarray], folder: Path, view: str, indices: Sequence[int]) -> None:
+    """Refuse the frames of one video and view when they differ in size (a mixed or half-rewritten folder).
+
+    Raises:
+        DataError: naming the folder, two differing frames and their sizes.
+    """
+    sizes = [frame.shape for frame in frames]
+    odd = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
+    if odd is not None:
+        raise DataError(
+            f"{view} frames of {folder} differ in size: frame {indices[0]} is {sizes[0]}, frame {indices[odd]} is "
+            f"{sizes[odd]}; delete the folder and extract the view again (process_data/)"
+        )
+
+
+def is_jpeg_view(view: str) -> bool:
+    """The view is stored as JPEGs, which can be decoded at reduced resolution."""
+    return VIEWS[view].files.suffix == ".jpg"
+
+
+def jpeg_size(path: str | Path) -> tuple[int, int] | None:
+    """``(height, width)`` from a JPEG's frame header, without decoding; ``None`` if none is found."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            marker = f.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return None
+            code = marker[1]
+            if code == 0x01 or 0xD0 <= code <= 0xD8:  # markers without a length
+                continue
+            length = int.from_bytes(f.read(2), "big")
+            if code in _SOF_MARKERS:
+                header = f.read(5)  # precision, height, width
+                return (int.from_bytes(header[1:3], "big"), int.from_bytes(header[3:5], "big")) if len(header) == 5 else None
+            if code == 0xDA or length < 2:  # image data before any frame header
+                return None
+            f.seek(length - 2, os.SEEK_CUR)
+
+
+def read_stored(folder: str | Path, view: str, index: int, reduce: int = 1) -> np.ndarray:
+    """One stored frame of ``view`` as decoded: uint8 ``[H, W, C]``, images in OpenCV's BGR order.
+
+    Args:
+        folder: the view's folder of the video.
+        view: the view name.
+        index: 1-based frame index of the file.
+        reduce: decode JPEGs at 1/``reduce`` of their size (1, 2, 4 or 8); arrays are read as stored.
+    """
+    files = VIEWS[view].files
+    path = f"{folder}{os.sep}{files.name(index)}"  # pathlib joins cost more than small decodes
+    if view == "imgs":
+        return _read_image(path, _COLOR_FLAGS[reduce])
+    if VIEWS[view].is_flow:
+        x = _read_image(path, _GRAY_FLAGS[reduce])
+        y = _read_image(f"{folder}{os.sep}{FLOW_Y.name(index)}", _GRAY_FLAGS[reduce])
+        return cv2.merge([x, y])
+    if view == "kphm":
+        return _read_npz(path, files).transpose(1, 2, 0)
+    return _read_npz(path, files)[..., None]
+
+
+def read_frame(folder: Path, view: str, index: int) -> np.ndarray:
+    """One stored frame of ``view`` as uint8 ``[H, W, C]`` (RGB for images)."""
+    frame = read_stored(folder, view, index)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if view == "imgs" else frame
+
+
+def stored_size(folder: Path, view: str, index: int) -> tuple[int, int]:
+    """``(height, width)`` of a stored frame: from the JPEG header, else by reading the frame."""
+    if is_jpeg_view(view):
+        size = jpeg_size(folder / VIEWS[view].files.name(index))
+        if size is not None:
+            return size
+    return read_stored(folder, view, index).shape[:2]
+
+
+def smallest_crop_side(
+    height: int, width: int, random_crops: bool, scale: tuple[float, float], ratio: tuple[float, float]
+) -> float:
+    """Shortest side in pixels of any crop a dataset can take of a ``height × width`` frame.
+
+    Args:
+        height, width: the frame's size.
+        random_crops: :func:`~utils.augmentation.random_sized_crop` (else the centred square).
+        scale, ratio: its area and width/height ranges.
+    """
+    short = min(height, width)
+    if not random_crops:
+        return float(short)
+    # A crop of area a·H·W and ratio r has sides sqrt(a·r·H·W) and sqrt(a·H·W/r).
+    return min(float(short), math.sqrt(scale[0] * height * width * min(ratio[0], 1 / ratio[1])))
+
+
+def decode_reduction(crop_side: float, size: int) -> int:
+    """Largest JPEG decode reduction (8, 4, 2 or 1) that leaves the smallest crop at least ``size`` px.
+
+    The crop is then still shrunk (or kept) to ``size``, never enlarged, so the sample has the detail
+    a full decode would give it.
+    """
+    return next((f for f in REDUCTIONS if crop_side >= f * size), 1)  # 1 also when the crop is enlarged
+
+
+def list_present(folder: Path, view: str) -> np.ndarray:
+    """Sorted 1-based indices of ``view``'s frames present in ``folder``.
+
+    Raises:
+        FileNotFoundError: the folder cannot be listed or holds no frame of the view.
+    """
+    files = VIEWS[view].files
+    try:
+        names = os.listdir(folder)
+    except OSError as err:
+        raise FileNotFoundError(f"{view} folder {folder} cannot be listed: {err}") from err
+    indices = [i for i in map(files.index, names) if i is not None]
+    if not indices:
+        raise FileNotFoundError(f"{view} folder {folder} holds no {files.glob} files")
+    return np.array(sorted(indices), np.int32)
+
+
+def nearest_present(present: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored frames nearest to the requested ones (a tie goes to the later frame).
+
+    Args:
+        present: sorted 1-based indices of the stored frames.
+        indices: requested 1-based frame indices.
+
+    Returns:
+        ``unique`` sorted stored indices to read, and ``inverse`` with ``unique[inverse]`` the frame
+        used for each requested index.
+    """
+    wanted, inverse = np.unique(indices, return_inverse=True)
+    pos = np.clip(np.searchsorted(present, wanted), 0, len(present) - 1)
+    left = np.clip(pos - 1, 0, len(present) - 1)
+    nearest = np.where(np.abs(present[left] - wanted) < np.abs(present[pos] - wanted), present[left], present[pos])
+    unique, back = np.unique(nearest, return_inverse=True)
+    return unique, back[inverse]
+
+
+class FrameReader:
+    """Reads frames of any view, filling a frame missing on disk from its nearest neighbour.
+
+    Heatmaps and masks may exist only every other frame and flow has one frame fewer than RGB;
+    the indices present are listed once per folder and kept for the last few thousand folders
+    (an unbounded cache would grow every DataLoader worker by one array per video).
+    """
+
+    def __init__(self, max_folders: int = _LISTING_CACHE) -> None:
+        self._available: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self.max_folders = max_folders
+
+    def available(self, folder: Path, view: str) -> np.ndarray:
+        """Sorted 1-based indices of ``view``'s frames present in ``folder``."""
+        present = self._available.get(folder)
+        if present is None:
+            present = self._available[folder] = list_present(folder, view)
+            if len(self._available) > self.max_folders:
+                self._available.popitem(last=False)
+        else:
+            self._available.move_to_end(folder)
+        return present
+
+    def nearest(self, folder: Path, view: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`nearest_present` among ``view``'s frames in ``folder``."""
+        return nearest_present(self.available(folder, view), indices)
+
+    def read(self, frame_dir: Path, view: str, indices: np.ndarray) -> torch.Tensor:
+        """uint8 ``[K, H, W, C]`` of ``view`` at the 1-based RGB frame ``indices`` (shape ``[K]``)."""
+        folder = view_dir(frame_dir, view)
+        unique, inverse = self.nearest(folder, view, indices)
+        frames = [read_frame(folder, view, int(i)) for i in unique]
+        check_same_size(frames, folder, view, unique)
+        return torch.from_numpy(np.stack(frames)[inverse])
+
+
+def missing_views(entries: Sequence[VideoEntry], views: Sequence[str]) -> dict[str, list[Path]]:
+    """For each view, the videos whose folder of that view is missing or empty."""
+    missing: dict[str, list[Path]] = {}
+    for view in views:
+        absent = []
+        for entry in entries:
+            folder = view_dir(entry.frame_dir, view)
+            try:
+                with os.scandir(folder) as it:
+                    if next(it, None) is None:
+                        absent.append(folder)
+            except OSError:
+                absent.append(folder)
+        if absent:
+            missing[view] = absent
+    return missing
+
+
+def check_views_on_disk(entries: Sequence[VideoEntry], views: Sequence[str], split_name: str) -> None:
+    """Raise before training if any requested view is missing for any listed video.
+
+    Raises:
+        FileNotFoundError: naming, per view, how many videos lack it and the first few folders.
+    """
+    missing = missing_views(entries, views)
+    if not missing:
+        return
+    lines = [f"{split_name}: views missing on disk for {len(entries)} listed videos:"]
+    for view, folders in missing.items():
+        shown = ", ".join(str(f) for f in folders[:3])
+        lines.append(f"  {view}: {len(folders)} missing (e.g. {shown})")
+    lines.append("Extract them with process_data/ (extract_flow.py, extract_features.py) or drop the view.")
+    raise FileNotFoundError("\n".join(lines))
+
