@@ -86,6 +86,7 @@ def test_project_value_errors_are_user_errors_and_library_ones_bugs(capsys, monk
     assert describe(RuntimeError("boom")) is None
 
 
+@pytest.mark.slow
 def test_real_cli_user_error_and_bad_flag_in_a_subprocess(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "COCON_DEBUG"}
     missing = subprocess.run([sys.executable, "test/test.py", "--ensemble", "1", "--prob_imgs", str(tmp_path / "a.npz"),

@@ -156,6 +156,7 @@ def test_checkpoint_of_another_view_or_channel_count_fails_clearly(encoder_ckpt,
         load_pretrained(deeper, no_mode, "imgs")
 
 
+@pytest.mark.slow
 def test_export_to_the_original_layout_and_back(tmp_path):
     import subprocess
     import sys

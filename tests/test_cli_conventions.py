@@ -80,6 +80,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_training_logs(tmp_path):
     from tensorboardX import SummaryWriter
 

@@ -103,6 +103,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_matches_one_process(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     loss, grads, gathered = _loss_and_grads(_models(), _global_batch(), torch.device("cpu"))

@@ -181,6 +181,7 @@ def untrained_weights(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_torchvision_backend_with_untrained_weights(tmp_path, untrained_weights):
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -82,6 +82,7 @@ def lists(tmp_path_factory) -> Path:
     return root / "lists"
 
 
+@pytest.mark.slow
 def test_original_lines_run_from_train_then_test(lists, tmp_path, monkeypatch):
     # `cd train && python model_trainer.py <verbatim>`: a subprocess, from inside train/ (csv_root given:
     # the default one is inside the repository).

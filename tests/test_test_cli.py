@@ -159,6 +159,7 @@ def test_each_protocol_script_takes_its_flags_as_the_dispatcher_does():
         eval_frozen.main(eval_frozen.get_args_parser().parse_args(["--pretrain", "random"]))
 
 
+@pytest.mark.slow
 def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
     caplog.set_level(logging.INFO, logger="cocon.test")
     args = _args(tree, "--modality", "imgs", "--pretrain", str(tree["imgs"]), "--epochs", "2", "--val_fraction", "0.34")
@@ -213,6 +214,7 @@ def test_finetune_resume_test_and_two_view_ensemble(tree, caplog):
     assert json.loads((tree["root"] / "ens" / "ensemble_results.json").read_text())["weights"] == {"imgs": 2.0, "flow": 2.0}
 
 
+@pytest.mark.slow
 def test_finetuning_resume_equals_straight_run(tree, tmp_path):
     common = ("--modality", "imgs", "--pretrain", str(tree["imgs"]), "--val_fraction", "0.34")
     straight = cli.main(cli.get_args_parser().parse_args(_argv(tree, *common, "--epochs", "2", "--save_dir", str(tmp_path / "a"))))

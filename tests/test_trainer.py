@@ -44,6 +44,7 @@ def _history(exp_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (exp_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_epochs_write_checkpoints_best_copies_and_logs(csv_root, tmp_path):
     # 2 of each class's 5 videos held out: the probe's ridge classifier gets one per class to fit.
     args = _args(csv_root, tmp_path, "--epochs", "2", "--ft_freq", "1", "--vis_log_freq", "3", "--print_freq", "2",
@@ -87,6 +88,7 @@ def test_two_epochs_write_checkpoints_best_copies_and_logs(csv_root, tmp_path):
         assert tag in raw, tag
 
 
+@pytest.mark.slow
 def test_each_view_keeps_its_own_best_epoch(csv_root, tmp_path, monkeypatch):
     # Scripted validation accuracies: the views peak at different epochs (imgs at 2, flow at 3), and the
     # mean over views (0.45, 0.35, 0.55) would pick epoch 3 for both.
@@ -118,6 +120,7 @@ def _run_and_load(args) -> tuple[Path, dict]:
     return exp, {v: load_checkpoint(exp / "model" / f"mode_{v}_epoch{args.epochs}.pth.tar") for v in views}
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run(csv_root, tmp_path):
     _, straight = _run_and_load(_args(csv_root, tmp_path / "a", "--epochs", "2"))
     exp, _ = _run_and_load(_args(csv_root, tmp_path / "b", "--epochs", "1"))
@@ -226,6 +229,7 @@ def test_nan_loss_stops_naming_view_and_term(csv_root, tmp_path):
     assert not list((experiment_dir(args) / "model").glob("*.pth.tar"))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(csv_root, tmp_path):
     exp = main(_args(csv_root, tmp_path, "--epochs", "4", "--sampling", "center"))["exp_dir"]
     first, last = _history(exp)[0]["train"], _history(exp)[-1]["train"]
@@ -263,6 +267,7 @@ def test_missing_dataset_and_view_on_disk(tmp_path):
         main(_args(rgb_only, tmp_path, views="imgs_flow"))
 
 
+@pytest.mark.slow
 def test_seed_command_line_help_runs_from_train_folder_and_root():
     root = Path(__file__).resolve().parents[1]
     for cwd, script in ((root / "train", "model_trainer.py"), (root, "train/model_trainer.py")):
