@@ -307,8 +307,10 @@ def learning_curves(out: Path, seeds: list[int], path: Path) -> Path:
                          label=label if seed == seeds[0] else None)
             if method == "cocon":
                 for kind, style in (("cpc", "-"), ("sync", "--"), ("coop", ":")):
-                    axes[1].plot(epochs, [r["train"].get(f"grad_norm/imgs/{kind}", np.nan) for r in records],
-                                 style, color="tab:green", label=kind if seed == seeds[0] else None)
+                    # measured every --grad_diag_freq iterations: only some epochs have a value
+                    measured = [(r["epoch"], r["train"][f"grad_norm/imgs/{kind}"]) for r in records
+                                if f"grad_norm/imgs/{kind}" in r["train"]]
+                    axes[1].plot(*zip(*measured), style, color="tab:green", label=kind if seed == seeds[0] else None)
                 for view, colour in (("flow", "tab:purple"), ("seg", "tab:gray"), ("kphm", "tab:red")):
                     axes[2].plot(epochs, [r["val"].get(f"agree/imgs-{view}", np.nan) for r in records], color=colour,
                                  label=f"RGB vs {view}" if seed == seeds[0] else None)
