@@ -53,7 +53,7 @@ def test_a_failed_event_write_names_the_event_file(tmp_path, monkeypatch):
     log = EventLog(tmp_path / "img")
     log.add_scalar("train/total", 1.5, 1)
     log.add_histogram("cos_sim/imgs-flow/positive", np.linspace(-1, 1, 50), 1)
-    log.add_image("input/imgs", torch.rand(3, 8, 8), 1)
+    log.add_image("input/imgs", torch.linspace(0, 1, 3 * 8 * 8).reshape(3, 8, 8), 1)
 
     def full(self, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
