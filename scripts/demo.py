@@ -66,6 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
     model.add_argument("--temp_division", default="once", choices=("twice", "once"),
                        help="CPC scores <p, z>/T^2 (twice, the original's) or /T (once)")
+    model.add_argument("--colour_jitter", default="frame", choices=("frame", "clip"),
+                       help="RGB colour jitter and grayscale in pretraining and fine-tuning: a draw per frame (the "
+                            "original's) or one per clip")
     model.add_argument("--epochs", type=int, default=8, help="pretraining epochs (CoCon and DPC alike)")
     model.add_argument("--ft_epochs", type=int, default=0,
                        help="fine-tuning epochs of every encoder, then whole-video test and the view ensemble (0: frozen "
@@ -130,8 +133,8 @@ def pretrain(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, n
     save_dir = args.out / f"seed{seed}" / "pretrain" / name
     run(f"seed {seed}: pretrain {name} ({views})", "train/model_trainer.py", *common_flags(args, csv_root, seed),
         "--modalities", views, "--pred_step", args.pred_step, "--epochs", args.epochs, "--lr", args.lr,
-        "--temp_division", args.temp_division, "--save_dir", save_dir, "--prefix", name, "--ft_freq", 0,
-        "--vis_log_freq", 100, "--cache_frames", *resume_flags(save_dir))
+        "--temp_division", args.temp_division, "--colour_jitter", args.colour_jitter, "--save_dir", save_dir,
+        "--prefix", name, "--ft_freq", 0, "--vis_log_freq", 100, "--cache_frames", *resume_flags(save_dir))
     return only(save_dir.glob("*/model"))
 
 
@@ -148,7 +151,7 @@ def finetune(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, n
     save_dir = args.out / f"seed{seed}" / "finetune" / f"{name}_{view}"
     run(f"seed {seed}: fine-tune + test {name} {view}", "test/test.py", *common_flags(args, csv_root, seed),
         "--modality", view, "--pretrain", pretrained, "--epochs", epochs, "--lr", args.ft_lr,
-        "--save_dir", save_dir, "--cache_frames", *resume_flags(save_dir))
+        "--colour_jitter", args.colour_jitter, "--save_dir", save_dir, "--cache_frames", *resume_flags(save_dir))
     return json.loads(only(save_dir.glob("*/eval/*/test_results.json")).read_text())
 
 
@@ -238,8 +241,9 @@ def markdown_table(table: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Synthetic dataset ({args.classes} classes × {args.videos_per_class} videos), {args.net} at {args.img_dim} px, "
         f"{args.num_seq}×{args.seq_len} frames (stride {args.ds}), batch {args.batch_size}, pretrain {args.epochs} "
-        f"epochs (CPC scores divided by T {args.temp_division}), fine-tune {args.ft_epochs} epochs (ceiling: "
-        f"{args.ceiling_epochs}, seed {args.seeds[0]}); flow view: {args.flow_method} optical flow; seeds {seeds}"
+        f"epochs (CPC scores divided by T {args.temp_division}, colour jitter per {args.colour_jitter}), fine-tune "
+        f"{args.ft_epochs} epochs (ceiling: {args.ceiling_epochs}, seed {args.seeds[0]}); flow view: {args.flow_method} "
+        f"optical flow; seeds {seeds}"
         + (" (mean ± std)" if len(args.seeds) > 1 else "") + f"; chance {100 / args.classes:.0f} %.",
         "",
         "| method | views | pretrain | " + " | ".join(label for _, label in METRICS) + " |",

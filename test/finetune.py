@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils import run
+from utils.augmentation import add_colour_jitter_flag
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
 from utils.distributed import seed_everything
@@ -65,6 +66,7 @@ def add_flags(groups: Groups) -> None:
                       help="share of each class of the train split held out for validation")
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                       help="horizontal-flip augmentation (default: off for synthetic, whose classes are mirror pairs)")
+    add_colour_jitter_flag(data)
     data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
                       help="decode every frame once into memory before fine-tuning (small datasets): later epochs never read "
                            "the disk; the memory needed is logged and checked first (one copy shared by the workers, one per "
@@ -136,7 +138,8 @@ def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[Vi
     """Augmented random clips of the training videos; the middle clip of each validation video."""
     size = {args.modality: view_size(args)}
     clip = dict(num_seq=args.num_seq, seq_len=args.seq_len, ds=args.ds)
-    train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed)
+    train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed,
+                                     colour_jitter=args.colour_jitter)
     val_set = MultiViewClipDataset(val, [args.modality], size, **clip, train=False)
     if args.cache_frames:
         fill_frame_caches([train_set, val_set], args.num_workers)

@@ -7,12 +7,14 @@ from utils.augmentation import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipGeometry,
-    _hue_rotation,
+    _hue_rotations,
     apply_colour_transform,
     center_square,
     crop_resize,
     hflip,
+    jitter_colours_uint8,
     random_colour_transform,
+    random_colour_transforms,
     random_sized_crop,
     transform_view,
 )
@@ -101,6 +103,50 @@ def test_color_jitter_is_one_draw_for_all_frames():
     assert out.min() >= 0 and out.max() <= 1
 
 
+def _still_clip(frames=6):
+    """uint8 ``[T, 8, 8, 3]``: one seeded random frame repeated, so any difference between frames is the jitter's."""
+    frame = np.random.default_rng(0).integers(30, 220, (1, 8, 8, 3), dtype=np.uint8)
+    return np.repeat(frame, frames, axis=0)
+
+
+def test_frame_jitter_draws_every_frame_afresh_and_clip_jitter_once():
+    clip = _still_clip()
+    per_frame = jitter_colours_uint8(clip, np.random.default_rng(5), "frame")
+    per_clip = jitter_colours_uint8(clip, np.random.default_rng(5), "clip")
+    assert per_frame.shape == per_clip.shape == clip.shape and per_frame.dtype == np.uint8
+    frame_gaps = [np.abs(per_frame[t].astype(int) - per_frame[0]).max() for t in range(1, len(clip))]
+    assert min(frame_gaps) > 0  # six independent draws never all agree with the first
+    assert all(np.array_equal(per_clip[t], per_clip[0]) for t in range(1, len(clip)))
+    assert not np.array_equal(per_clip[0], clip[0])
+
+
+def test_frame_jitter_applies_map_t_to_frame_t():
+    clip = np.random.default_rng(1).integers(30, 220, (3, 8, 8, 3), dtype=np.uint8)
+    per_frame = jitter_colours_uint8(clip, np.random.default_rng(7), "frame")
+    means = np.stack([frame.reshape(-1, 3).mean(axis=0) / 255 for frame in clip])
+    matrices, offsets = random_colour_transforms(np.random.default_rng(7), means)
+    for t in range(len(clip)):
+        expected = np.clip(clip[t].astype(np.float64) / 255 @ matrices[t].T + offsets[t], 0, 1) * 255
+        assert np.abs(per_frame[t] - expected).max() <= 1  # OpenCV rounds in float32: within one level
+
+
+def test_vectorised_draws_match_single_draws_in_distribution_of_their_factors():
+    # Brightness alone: each map is a scaled identity, with its own factor in [0.5, 1.5].
+    matrices, offsets = random_colour_transforms(np.random.default_rng(3), np.full((500, 3), 0.5), 0.5, 0, 0, 0, 0)
+    factors = matrices[:, 0, 0]
+    assert np.allclose(matrices, factors[:, None, None] * np.eye(3), atol=1e-9) and np.allclose(offsets, 0, atol=1e-9)
+    assert factors.min() >= 0.5 and factors.max() <= 1.5 and len(np.unique(factors)) == 500
+    # Grayscale with probability 0.5: about half the maps (500 draws: 4 std of 11 around 250) are gray.
+    gray = random_colour_transforms(np.random.default_rng(4), np.full((500, 3), 0.5), 0, 0, 0, 0, 0.5)[0]
+    is_gray = np.all(np.abs(gray - gray[:, :1, :]) < 1e-9, axis=(1, 2))
+    assert 206 <= is_gray.sum() <= 294
+
+
+def test_unknown_colour_jitter_mode_names_the_flag():
+    with pytest.raises(ValueError, match="--colour_jitter must be one of"):
+        jitter_colours_uint8(_still_clip(), np.random.default_rng(0), "video")
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_random_grayscale_all_or_nothing(seed):
     # Zero jitter still composes a float32 hue rotation (an identity up to ~1e-7) into the map, so
@@ -156,9 +202,9 @@ def test_color_jitter_identity_and_hand_cases():
     # Hue rotation keeps gray pixels gray and keeps luma; two half turns are the identity.
     gray = torch.full((1, 3, 2, 2), 0.3)
     assert torch.allclose(_jitter(gray, np.random.default_rng(2), 0, 0, 0, 0.5), gray, atol=1e-5)
-    rot = _hue_rotation(0.2)
-    assert torch.allclose(_LUMA @ rot, _LUMA, atol=1e-5)
-    assert torch.allclose(_hue_rotation(0.5) @ _hue_rotation(0.5), torch.eye(3), atol=1e-5)
+    rot = _hue_rotations(np.array([0.2, 0.5]))
+    assert np.allclose(_LUMA @ rot, _LUMA, atol=1e-9)
+    assert np.allclose(rot[1] @ rot[1], np.eye(3), atol=1e-9)
 
 
 def test_crop_resize_handles_17_channels_like_one():

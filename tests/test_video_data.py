@@ -139,7 +139,9 @@ def test_clip_dataset_uses_the_same_frames_and_crop_for_every_view(tmp_path):
     entries = [VideoEntry(_write_video(tmp_path, "Run", "v1", n=40), 40, 0)]
     views = ["imgs", "flow", "kphm", "seg"]
     sizes = {"imgs": 16, "flow": 16, "kphm": 8, "seg": 8}
-    ds = MultiViewClipDataset(entries, views, sizes, num_seq=3, seq_len=2, ds=2, train=True, hflip=True, seed=0)
+    # One colour draw per clip keeps the RGB frames' order of brightness (a draw per frame would not).
+    ds = MultiViewClipDataset(entries, views, sizes, num_seq=3, seq_len=2, ds=2, train=True, hflip=True, seed=0,
+                              colour_jitter="clip")
     item = ds[0]
     assert item["label"] == 0 and item["index"] == 0
     for view in views:

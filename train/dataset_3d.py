@@ -42,6 +42,7 @@ def build_pretrain_datasets(
     sampling: str,
     val_fraction: float,
     seed: int,
+    colour_jitter: str = "frame",
 ) -> tuple[MultiViewClipDataset, MultiViewClipDataset, list[str]]:
     """Training and held-out validation clips of the train list of ``split``.
 
@@ -55,6 +56,7 @@ def build_pretrain_datasets(
         sampling: "dynamic" (random clip start) or "center" (middle clip; crops and colours still random).
         val_fraction: share of each class's training videos held out for validation.
         seed: seed of the hold-out split and of the augmentation draws.
+        colour_jitter: RGB photometrics drawn per ``"frame"`` or per ``"clip"`` in training.
 
     Returns:
         ``(train_ds, val_ds, class_names)``; validation clips are the middle clip, centre-cropped.
@@ -77,7 +79,7 @@ def build_pretrain_datasets(
     sizes = view_sizes(views, img_dim)
     common = dict(views=views, sizes=sizes, num_seq=num_seq, seq_len=seq_len, ds=ds, seed=seed)
     train_ds = MultiViewClipDataset(
-        train_entries, train=True, hflip=hflip, random_start=sampling == "dynamic", **common
+        train_entries, train=True, hflip=hflip, random_start=sampling == "dynamic", colour_jitter=colour_jitter, **common
     )
     val_ds = MultiViewClipDataset(val_entries, train=False, hflip=False, random_start=False, **common)
     log.info(

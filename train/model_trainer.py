@@ -198,7 +198,8 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     hflip = resolve_hflip(args.hflip, args.dataset)
     csv_root = resolve_csv_root(args.csv_root, args.dataset)
     train_ds, val_ds, class_names = build_pretrain_datasets(
-        csv_root, args.split, views, args.img_dim, args.num_seq, args.seq_len, args.ds, hflip, args.sampling, args.val_fraction, args.seed
+        csv_root, args.split, views, args.img_dim, args.num_seq, args.seq_len, args.ds, hflip, args.sampling, args.val_fraction, args.seed,
+        args.colour_jitter,
     )
     log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d); %s",
              hflip, args.batch_size, n_gpu, info.world_size, args.batch_size * n_gpu * info.world_size, args.grad_accum,

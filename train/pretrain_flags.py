@@ -5,6 +5,7 @@ import argparse
 
 from train.dataset_3d import SAMPLING_MODES
 from train.losses import TEMP_DIVISIONS
+from utils.augmentation import add_colour_jitter_flag
 from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset
 from utils.layout import REPO_ROOT
 from utils.views import VIEWS, parse_views
@@ -34,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                       help="random horizontal flips (default: on, off for synthetic whose classes are mirror pairs)")
     data.add_argument("--val_fraction", type=float, default=0.1, help="share of each class's training videos held out for validation")
+    add_colour_jitter_flag(data)
     data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
     data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
                       help="decode every frame once into memory before training (small datasets): later epochs never read "

@@ -1,4 +1,4 @@
-"""Clip augmentations: one random draw per clip, applied to every frame of it.
+"""Clip augmentations: geometry drawn once per sample, photometrics once per frame or per clip.
 
 Stored frames arrive as uint8 ``[T, H, W, C]`` (channels last, as decoded) and leave
 :func:`crop_resize` as float ``[T, C, S, S]``; every function serves any channel count — RGB,
@@ -6,10 +6,14 @@ Stored frames arrive as uint8 ``[T, H, W, C]`` (channels last, as decoded) and l
 
 Geometry (crop box and flip) is drawn once per *sample* as a :class:`ClipGeometry` in
 fractions of the frame, so every view of the sample — stored at its own resolution — sees
-the same region of the scene. Photometric changes (colour jitter, grayscale) are RGB-only.
+the same region of the scene. Photometric changes (colour jitter, grayscale) are RGB-only and,
+as in the original DPC and CoCon code, drawn afresh for every frame (``colour_jitter="frame"``);
+``"clip"`` draws once per clip. One draw per clip lets a clip be told from the others in a batch
+by its colours alone, which CPC's "which clip" half then learns instead of the content.
 """
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from utils.views import View
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+COLOUR_JITTER_MODES = ("frame", "clip")
 
 
 @dataclass(frozen=True)
@@ -169,75 +174,93 @@ def hflip(clip: torch.Tensor, is_flow: bool = False, channels: Sequence[int] | N
     return flipped
 
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
-_GRAY = torch.outer(torch.ones(3), _LUMA)  # RGB -> gray in all three channels
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_LUMA = np.array([0.299, 0.587, 0.114])
+_GRAY = np.outer(np.ones(3), _LUMA)  # RGB -> gray in all three channels
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+_JITTERS = ("brightness", "contrast", "saturation", "hue")
 
 
-def _hue_rotation(shift: float) -> torch.Tensor:
-    """3×3 RGB matrix rotating the hue by ``shift`` turns (a rotation of the IQ chroma plane)."""
-    cos, sin = math.cos(2 * math.pi * shift), math.sin(2 * math.pi * shift)
-    rotation = torch.tensor([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]])
-    return torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ
+def _hue_rotations(shifts: np.ndarray) -> np.ndarray:
+    """``[N, 3, 3]`` RGB matrices rotating the hue by ``shifts`` ``[N]`` turns (rotations of the IQ chroma plane)."""
+    cos, sin = np.cos(2 * np.pi * shifts), np.sin(2 * np.pi * shifts)
+    rotation = np.zeros((len(shifts), 3, 3))
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
 
 
-def apply_colour_transform(clip: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """``matrix @ rgb + offset`` at every pixel of a ``[T, 3, H, W]`` clip, clamped to 0–1."""
-    out = torch.einsum("ij,tjhw->tihw", matrix, clip) + offset.view(1, 3, 1, 1)
+def apply_colour_transform(clip: torch.Tensor, matrix: np.ndarray, offset: np.ndarray) -> torch.Tensor:
+    """``matrix @ rgb + offset`` at every pixel of a float ``[T, 3, H, W]`` clip, clamped to 0–1."""
+    m, b = torch.as_tensor(matrix, dtype=clip.dtype), torch.as_tensor(offset, dtype=clip.dtype)
+    out = torch.einsum("ij,tjhw->tihw", m, clip) + b.view(1, 3, 1, 1)
     return out.clamp_(0, 1)
 
 
-def random_colour_transform(
+def random_colour_transforms(
     rng: np.random.Generator,
-    mean_rgb: torch.Tensor,
+    mean_rgb: np.ndarray | torch.Tensor,
     brightness: float = 0.5,
     contrast: float = 0.5,
     saturation: float = 0.5,
     hue: float = 0.25,
     gray_prob: float = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One colour-jitter draw (factors and random order, as torchvision's ColorJitter) followed
-    by a random grayscale, as a single affine map ``rgb -> matrix @ rgb + offset``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Independent colour-jitter draws (factors and random order, as torchvision's ColorJitter), each
+    followed by a random grayscale, as affine maps ``rgb -> matrix @ rgb + offset``: one per row of ``mean_rgb``.
 
     Brightness, contrast, saturation, hue and grayscale are all affine in RGB, so composing them
-    into one 3×3 matrix lets a whole clip be transformed in one pass (torchvision's float HSV
+    into one 3×3 matrix lets an image or a clip be transformed in one pass (torchvision's float HSV
     round trip per step costs ~15× more on a clip). Hue rotates the chroma plane of YIQ rather
-    than HSV's hexcone, and only the final result is clamped.
+    than HSV's hexcone, and only the final result is clamped. The draws and the composition are
+    vectorised over the maps, so a draw per frame costs about as much as one per clip.
 
     Args:
         rng: the sample's random generator.
-        mean_rgb: ``[3]`` mean colour of the clip (0–1), the pivot of the contrast change.
+        mean_rgb: ``[N, 3]`` mean colour (0–1) of each image the maps are for: the pivot of its contrast change.
         brightness, contrast, saturation: factors are drawn from ``[1 - x, 1 + x]``.
         hue: the shift is drawn from ``[-hue, hue]`` turns (at most 0.5).
-        gray_prob: probability that the clip ends up gray.
+        gray_prob: probability that an image ends up gray.
 
     Returns:
-        ``matrix`` ``[3, 3]`` and ``offset`` ``[3]``, for :func:`apply_colour_transform`.
+        ``matrices`` ``[N, 3, 3]`` and ``offsets`` ``[N, 3]`` (float64), for :func:`apply_colour_transform`.
     """
-    factors = {
-        "brightness": rng.uniform(max(0.0, 1 - brightness), 1 + brightness),
-        "contrast": rng.uniform(max(0.0, 1 - contrast), 1 + contrast),
-        "saturation": rng.uniform(max(0.0, 1 - saturation), 1 + saturation),
-        "hue": rng.uniform(-hue, hue),
+    mean = np.asarray(mean_rgb, dtype=np.float64).reshape(-1, 3)
+    n = len(mean)
+    factor = {
+        "brightness": rng.uniform(max(0.0, 1 - brightness), 1 + brightness, n),
+        "contrast": rng.uniform(max(0.0, 1 - contrast), 1 + contrast, n),
+        "saturation": rng.uniform(max(0.0, 1 - saturation), 1 + saturation, n),
+        "hue": rng.uniform(-hue, hue, n),
     }
-    matrix, offset = torch.eye(3), torch.zeros(3)
-    for k in rng.permutation(4):
-        name = list(factors)[k]
-        f = float(factors[name])
-        if name == "brightness":
-            step, shift = f * torch.eye(3), torch.zeros(3)
-        elif name == "contrast":
-            # Blend with the clip's mean gray level as it is at this point of the chain.
-            gray_level = _LUMA @ (matrix @ mean_rgb + offset)
-            step, shift = f * torch.eye(3), (1 - f) * gray_level * torch.ones(3)
-        elif name == "saturation":
-            step, shift = f * torch.eye(3) + (1 - f) * _GRAY, torch.zeros(3)
-        else:
-            step, shift = _hue_rotation(f), torch.zeros(3)
-        matrix, offset = step @ matrix, step @ offset + shift
-    if rng.random() < gray_prob:
-        matrix, offset = _GRAY @ matrix, _GRAY @ offset
+    order = rng.permuted(np.tile(np.arange(4), (n, 1)), axis=1)  # each map's own order of the four jitters
+    eye = np.broadcast_to(np.eye(3), (n, 3, 3))
+    steps = np.stack([  # [4, N, 3, 3] in _JITTERS order
+        factor["brightness"][:, None, None] * eye,
+        factor["contrast"][:, None, None] * eye,
+        factor["saturation"][:, None, None] * eye + (1 - factor["saturation"])[:, None, None] * _GRAY,
+        _hue_rotations(factor["hue"]),
+    ])
+    rows = np.arange(n)
+    matrix, offset = np.array(eye), np.zeros((n, 3))
+    for position in range(4):
+        jitter = order[:, position]
+        step = steps[jitter, rows]
+        # Contrast blends with each image's mean gray level as it is at this point of its chain.
+        gray_level = ((matrix @ mean[:, :, None])[..., 0] + offset) @ _LUMA
+        shift = np.where(jitter == _JITTERS.index("contrast"), (1 - factor["contrast"]) * gray_level, 0.0)
+        matrix, offset = step @ matrix, (step @ offset[:, :, None])[..., 0] + shift[:, None]
+    gray = rng.random(n) < gray_prob
+    matrix[gray], offset[gray] = _GRAY @ matrix[gray], offset[gray] @ _GRAY.T
     return matrix, offset
+
+
+def random_colour_transform(rng: np.random.Generator, mean_rgb: np.ndarray | torch.Tensor, *args: float, **kwargs: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """One draw of :func:`random_colour_transforms` for an image or clip of mean colour ``mean_rgb`` ``[3]``:
+    ``matrix`` ``[3, 3]`` and ``offset`` ``[3]``."""
+    matrices, offsets = random_colour_transforms(rng, mean_rgb, *args, **kwargs)
+    return matrices[0], offsets[0]
 
 
 def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -262,15 +285,15 @@ def hflip_uint8(clip: np.ndarray, view: View) -> np.ndarray:
     return flipped
 
 
-def clip_mean_rgb(clip: np.ndarray, bgr: bool = False) -> torch.Tensor:
+def clip_mean_rgb(clip: np.ndarray, bgr: bool = False) -> np.ndarray:
     """``[3]`` mean colour (RGB order, 0–1) of uint8 ``[T, H, W, 3]`` frames."""
     t, h, w, _ = clip.shape
     mean = np.array(cv2.mean(clip.reshape(t * h, w, 3))[:3]) / 255
-    return torch.tensor(mean[::-1].copy() if bgr else mean, dtype=torch.float32)
+    return mean[::-1].copy() if bgr else mean
 
 
 def apply_colour_transform_uint8(
-    clip: np.ndarray, matrix: torch.Tensor, offset: torch.Tensor, bgr: bool = False
+    clip: np.ndarray, matrix: np.ndarray, offset: np.ndarray, bgr: bool = False
 ) -> np.ndarray:
     """:func:`apply_colour_transform` on uint8 ``[T, H, W, 3]`` frames; returns RGB uint8.
 
@@ -282,16 +305,46 @@ def apply_colour_transform_uint8(
         matrix, offset: the map of :func:`random_colour_transform` (on 0–1 RGB).
         bgr: the input channels are BGR; the output is RGB either way.
     """
-    m = matrix.double().numpy()
+    m = np.asarray(matrix, dtype=np.float64)
     if bgr:
         m = m[:, ::-1]
-    affine = np.concatenate([m, 255 * offset.double().numpy()[:, None]], axis=1)
+    affine = np.concatenate([m, 255 * np.asarray(offset, dtype=np.float64)[:, None]], axis=1)
     t, h, w, _ = clip.shape
     return cv2.transform(np.ascontiguousarray(clip).reshape(t * h, w, 3), affine).reshape(t, h, w, 3)
 
 
+def add_colour_jitter_flag(group: argparse._ActionsContainer) -> None:
+    """``--colour_jitter``, shared by pretraining and fine-tuning."""
+    group.add_argument("--colour_jitter", default="frame", choices=COLOUR_JITTER_MODES,
+                       help="RGB colour jitter and grayscale drawn afresh for every frame (the original DPC/CoCon "
+                            "augmentation) or once per clip (a clip's colours then tell it apart from the others in a "
+                            "batch, a shortcut for CPC)")
+
+
+def jitter_colours_uint8(clip: np.ndarray, rng: np.random.Generator, colour_jitter: str = "frame", bgr: bool = False) -> np.ndarray:
+    """Random colour jitter and grayscale of uint8 ``[T, H, W, 3]`` frames, RGB out.
+
+    Args:
+        clip: the frames.
+        rng: the sample's generator.
+        colour_jitter: ``"frame"``: a draw per frame (the original's); ``"clip"``: one for all.
+        bgr: the input channels are BGR.
+    """
+    if colour_jitter not in COLOUR_JITTER_MODES:
+        raise ValueError(f"--colour_jitter must be one of {COLOUR_JITTER_MODES}, got {colour_jitter!r}")
+    if colour_jitter == "clip":
+        return apply_colour_transform_uint8(clip, *random_colour_transform(rng, clip_mean_rgb(clip, bgr)), bgr=bgr)
+    means = np.stack([clip_mean_rgb(clip[i:i + 1], bgr) for i in range(len(clip))])
+    matrices, offsets = random_colour_transforms(rng, means)
+    out = np.empty_like(clip)
+    for i in range(len(clip)):
+        out[i:i + 1] = apply_colour_transform_uint8(clip[i:i + 1], matrices[i], offsets[i], bgr=bgr)
+    return out
+
+
 def augment_uint8(
-    clip: np.ndarray, view: View, flip: bool, rng: np.random.Generator | None = None, bgr: bool = False
+    clip: np.ndarray, view: View, flip: bool, rng: np.random.Generator | None = None, bgr: bool = False,
+    colour_jitter: str = "frame",
 ) -> np.ndarray:
     """Flip and RGB photometrics on small uint8 ``[T, S, S, C]`` frames; RGB views come out RGB.
 
@@ -301,14 +354,14 @@ def augment_uint8(
         flip: mirror left-right.
         rng: the sample's generator for photometric draws; ``None`` for evaluation.
         bgr: an RGB view's channels are BGR, as OpenCV decodes them.
+        colour_jitter: photometric draws per ``"frame"`` or per ``"clip"`` (:func:`jitter_colours_uint8`).
     """
     if flip:
         clip = hflip_uint8(clip, view)
     if not view.is_rgb:
         return clip
     if rng is not None:
-        transform = random_colour_transform(rng, clip_mean_rgb(clip, bgr))
-        return apply_colour_transform_uint8(clip, *transform, bgr=bgr)
+        return jitter_colours_uint8(clip, rng, colour_jitter, bgr)
     if bgr:
         t, h, w, _ = clip.shape
         return cv2.cvtColor(np.ascontiguousarray(clip).reshape(t * h, w, 3), cv2.COLOR_BGR2RGB).reshape(t, h, w, 3)
@@ -359,6 +412,7 @@ def transform_view(
     geometry: ClipGeometry,
     size: int,
     rng: np.random.Generator | None = None,
+    colour_jitter: str = "frame",
 ) -> torch.Tensor:
     """The whole per-view pipeline: crop/resize, flip, RGB photometrics (all uint8), then to float.
 
@@ -369,6 +423,7 @@ def transform_view(
         geometry: the sample's crop box and flip, shared by all its views.
         size: output side in pixels.
         rng: the sample's generator for photometric draws; ``None`` for evaluation.
+        colour_jitter: photometric draws per ``"frame"`` or per ``"clip"``.
 
     Returns:
         float32 ``[T, C, size, size]``.
@@ -377,4 +432,4 @@ def transform_view(
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise ValueError(f"expected uint8 frames [T, H, W, C], got {frames.dtype} {frames.shape}")
     small = crop_resize_uint8(frames, geometry, size)
-    return to_float(augment_uint8(small, view, geometry.flip, rng), view)
+    return to_float(augment_uint8(small, view, geometry.flip, rng, colour_jitter=colour_jitter), view)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.augmentation import (
+    COLOUR_JITTER_MODES,
     ClipGeometry,
     augment_uint8,
     center_square,
@@ -191,7 +192,8 @@ class _ViewsDataset(Dataset):
         height, width = loaded[self.views[0]][2]
         return loaded, width / height
 
-    def _transform(self, loaded: dict[str, tuple], geometry: ClipGeometry, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    def _transform(self, loaded: dict[str, tuple], geometry: ClipGeometry, rng: np.random.Generator | None,
+                   colour_jitter: str = "frame") -> dict[str, torch.Tensor]:
         """Each view through its pipeline, cut into blocks: float ``[K/SL, C, SL, S, S]``."""
         out = {}
         for view in self.views:
@@ -199,7 +201,7 @@ class _ViewsDataset(Dataset):
             small = crop_resize_uint8(decoded, geometry, self.sizes[view])
             if len(inverse) != len(small) or np.any(inverse != np.arange(len(inverse))):
                 small = small[inverse]
-            clip = augment_uint8(small, VIEWS[view], geometry.flip, rng, bgr=view == "imgs")
+            clip = augment_uint8(small, VIEWS[view], geometry.flip, rng, bgr=view == "imgs", colour_jitter=colour_jitter)
             out[view] = to_float(clip, VIEWS[view], self.seq_len)
         return out
 
@@ -269,6 +271,8 @@ class MultiViewClipDataset(_ViewsDataset):
         seed: base seed of the random draws.
         reduced_decoding: decode JPEGs at 1/2, 1/4 or 1/8 size where the smallest possible crop
             keeps at least the output size (off: always decode fully).
+        colour_jitter: with ``train``, RGB colour jitter and grayscale drawn per ``"frame"`` (the
+            original's) or once per ``"clip"``.
     """
 
     def __init__(
@@ -284,10 +288,14 @@ class MultiViewClipDataset(_ViewsDataset):
         random_start: bool = True,
         seed: int = 0,
         reduced_decoding: bool = True,
+        colour_jitter: str = "frame",
     ) -> None:
         super().__init__(entries, views, sizes, num_seq, seq_len, ds, reduced_decoding)
         check_clip_length(self.entries.num_frames, num_seq, seq_len)
+        if colour_jitter not in COLOUR_JITTER_MODES:
+            raise ValueError(f"--colour_jitter must be one of {COLOUR_JITTER_MODES}, got {colour_jitter!r}")
         self.train, self.hflip, self.random_start, self.seed = train, hflip, random_start, seed
+        self.colour_jitter = colour_jitter
         self.random_crops = train
         self.epoch = 0
 
@@ -312,7 +320,7 @@ class MultiViewClipDataset(_ViewsDataset):
         else:
             geometry = random_sized_crop(rng, aspect, self.crop_scale, self.crop_ratio,
                                          flip_prob=0.5 if self.hflip else 0.0)
-        return {**self._transform(loaded, geometry, rng), "label": int(self.entries.labels[index]), "index": index}
+        return {**self._transform(loaded, geometry, rng, self.colour_jitter), "label": int(self.entries.labels[index]), "index": index}
 
 
 class VideoGroupDataset(_ViewsDataset):
