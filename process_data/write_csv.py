@@ -260,11 +260,14 @@ def main(args: argparse.Namespace) -> dict:
     else:
         classes, splits = folder_splits(frame_root, counts, args.test_fraction, args.seed)
     out = Path(args.out) if args.out is not None else layout.DEFAULT_CSV_ROOT / args.dataset
-    stats = {}
-    for name, dirs in splits.items():
-        rows, issues = build_rows(dirs, counts, args.short_frames)
+    built = {name: build_rows(dirs, counts, args.short_frames) for name, dirs in splits.items()}
+    for name, (rows, _) in built.items():  # every list is checked before any file is replaced
         if not rows:
-            raise ValueError(f"{name}: none of its {len(dirs)} videos has frames under {frame_root}")
+            hint = " (a class needs two videos with frames to give one to test)" if not splits[name] else ""
+            raise ValueError(f"{name} would be empty: none of its {len(splits[name])} videos has frames under "
+                             f"{frame_root}{hint}; nothing was written to {out}")
+    stats = {}
+    for name, (rows, issues) in built.items():
         write_split_csv(out / name, rows)
         _report(name, rows, issues, frame_root, args.short_frames)
         stats[name] = {"rows": len(rows), **{k: len(v) for k, v in issues.items()}}

@@ -149,6 +149,11 @@ def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: li
 def retrieval(args: argparse.Namespace, feats: dict, ks: list[int], sizes: tuple[int, int], out_dir: Path) -> dict:
     """Recall@k of the test videos (queries) among the train videos (gallery); writes retrieval.{md,json}."""
     queries, gallery = sizes
+    beyond = [k for k in ks if k > gallery]
+    if beyond:
+        log.warning("recall@%s left out: the gallery has only %d videos, so every query would count as found",
+                    ",".join(map(str, beyond)), gallery)
+        ks = [k for k in ks if k <= gallery]
     recalls = retrieval_recall(feats["test_features"], feats["test_labels"], feats["train_features"],
                                feats["train_labels"], ks)
     table = recall_table(recalls, f"Retrieval, {args.dataset} split {args.split}, {args.modality}: "

@@ -28,6 +28,7 @@ from utils import run
 from utils.augmentation import add_colour_jitter_flag
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
+from utils.cli_options import check_optimiser_flags
 from utils.distributed import seed_everything
 from utils.errors import check_finite
 from utils.files import append_jsonl
@@ -357,6 +358,9 @@ def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> 
         args: the parsed flags.
         amp_dtype: autocast dtype of ``--amp`` (:func:`eval_setup.precision`), or ``None`` for float32.
     """
+    check_optimiser_flags(args)
+    if not 0 <= args.dropout < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
     root = csv_root(args)
     train_all, class_names = load_split(root, "train", args.split)
     test_entries, _ = load_split(root, "test", args.split)

@@ -4,8 +4,11 @@ import argparse
 import errno
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +19,13 @@ from tiny_dataset import make_tiny_dataset
 
 from train import model_trainer
 from train.model_3d import DPCRNN
-from utils import eval_files, files, run
+from utils import eval_files, files, frame_reader, run
 from utils.checkpoint import CheckpointError, atomic_save, load_checkpoint, load_pretrained
 from utils.cli import describe, run_cli
 from utils.clip_sampling import check_clip_length
 from utils.errors import DataError, NonFiniteError, UsageError, UserError, first_line
 from utils.frame_reader import FrameReader
+from utils.video_index import VideoEntry
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +67,19 @@ def test_user_errors_are_one_line_with_their_status(capsys, monkeypatch, exc, st
     monkeypatch.delenv("COCON_DEBUG", raising=False)
     code, line = _error_line(capsys, lambda: run_cli(_fails_with(exc), argparse.ArgumentParser(), []))
     assert code == status and line.startswith(text)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_with_status_143_and_restores_the_default(capsys, monkeypatch):
+    monkeypatch.delenv("COCON_DEBUG", raising=False)
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises at the next bytecode, long before this ends
+        raise AssertionError("SIGTERM was not turned into an exception")
+
+    code, line = _error_line(capsys, lambda: run_cli(killed, argparse.ArgumentParser(), []))
+    assert code == 143 and line.startswith("error: terminated (SIGTERM); finished files are complete")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_project_value_errors_are_user_errors_and_library_ones_bugs(capsys, monkeypatch):
@@ -198,6 +215,25 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["args.json"] and '"epochs": 1' in target.read_text()
 
 
+def test_written_files_get_the_umask_mode_not_mkstemp_private_one(tmp_path):
+    target = files.write_json(tmp_path / "args.json", {"epochs": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_new_run_refuses_a_folder_holding_an_earlier_runs_checkpoints(tmp_path):
+    exp = tmp_path / "exp"
+    args = argparse.Namespace(epochs=1)
+    model_dir = run.open_experiment(exp, args, None)
+    (model_dir / "mode_imgs_best.pth.tar").write_bytes(b"weights")
+    with pytest.raises(UsageError, match=rf"{model_dir} already holds 1 checkpoint.* --resume {model_dir}, or .*--save_dir"):
+        run.open_experiment(exp, args, None)
+    assert (model_dir / "mode_imgs_best.pth.tar").read_bytes() == b"weights"
+    assert run.open_experiment(exp, args, 1) == model_dir  # resuming it is fine
+    assert (exp / "args_resume1.json").exists()
+
+
 # ---------------------------------------------------------------- runs given the wrong checkpoint
 
 
@@ -240,6 +276,18 @@ def test_resume_with_another_net_is_refused(tiny, tmp_path, capsys):
     assert code == 1 and "--net resnet18" in line and "pass the --net of the run you resume" in line
 
 
+@pytest.mark.parametrize("flag, value, match", [
+    ("--lr", "-1", "--lr must be > 0, got -1.0"),
+    ("--wd", "-1", "--wd must be >= 0, got -1.0"),
+    ("--dropout", "1.5", r"--dropout must be in \[0, 1\), got 1.5"),
+])
+def test_bad_finetuning_numbers_are_usage_errors_before_anything_is_written(tiny, tmp_path, capsys, flag, value, match):
+    code, line = _error_line(capsys, lambda: run_cli(finetune_cli.main, finetune_cli.get_args_parser(),
+                                                     _finetune(tiny, tmp_path, "--pretrain", "random", flag, value)))
+    assert code == 2 and re.search(match, line)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_nan_pretrained_weights_stop_finetuning_before_training(tiny, tmp_path, capsys):
     model = _encoder()
     with torch.no_grad():
@@ -267,6 +315,8 @@ def _probs(path: Path, probs: np.ndarray) -> Path:
     (lambda p: p.write_text("not an npz"), DataError, "cannot be read"),
     (lambda p: np.savez(p.with_suffix(""), probs=np.ones((2, 2))), DataError, r"lacks \['labels'"),
     (lambda p: _probs(p, np.array([[0.5, 0.5], [np.nan, 0.5]], np.float32)), NonFiniteError, "1 non-finite"),
+    (lambda p: _probs(p, np.array([[2.5, 2.5], [0.5, 0.5]], np.float32)), DataError, "not probabilities .*off 1 by 4"),
+    (lambda p: _probs(p, np.array([[1.5, -0.5], [0.5, 0.5]], np.float32)), DataError, "not probabilities .*values -0.5"),
 ])
 def test_damaged_probability_files_name_the_file(tmp_path, damage, error, match):
     path = _probs(tmp_path / "probs_imgs.npz", np.full((2, 2), 0.5, np.float32))
@@ -321,3 +371,21 @@ def test_clips_longer_than_the_videos_are_counted_or_refused(caplog):
     assert check_clip_length(np.array([40, 50]), 8, 5) == 0
     with pytest.raises(UsageError, match=r"--num_seq 8 × --seq_len 5 = 40 frames per clip, but 2 of 3 videos have fewer than 20"):
         check_clip_length(np.array([10, 19, 100]), 8, 5)
+
+
+def test_unreadable_frames_and_folders_say_permission_not_missing(tmp_path, monkeypatch):
+    # Root reads every file, so the denial is simulated where the loader meets it.
+    frame = tmp_path / "image_00001.jpg"
+    frame.write_bytes(b"\xff\xd8 a JPEG this user may not read")
+    monkeypatch.setattr(frame_reader.cv2, "imread", lambda path, flags: None)
+    monkeypatch.setattr(frame_reader.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match="permission denied") as err:
+        frame_reader.read_stored(tmp_path, "imgs", 1)
+    assert err.value.filename == str(frame)
+
+    def denied(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(frame_reader.os, "scandir", denied)
+    with pytest.raises(PermissionError, match=r"imgs folder .* cannot be read \(permission denied\)"):
+        frame_reader.missing_views([VideoEntry(tmp_path / "video", 10, 0)], ["imgs"])

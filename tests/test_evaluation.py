@@ -127,6 +127,10 @@ def test_probability_file_of_another_split_is_refused_naming_the_difference():
     c = _probs(["s1/v0", "s1/v1", "common/v2"], 4, view="flow", k=3)
     with pytest.raises(ValueError, match="different classes"):
         ensemble_probabilities({"imgs": a, "flow": c}, parse_ensemble_weights(None))
+    reordered = _probs(["s1/v0", "s1/v1", "common/v2"], 4, view="flow")
+    reordered.class_names = reordered.class_names[::-1]
+    with pytest.raises(ValueError, match="same classes in another order"):
+        ensemble_probabilities({"imgs": a, "flow": reordered}, parse_ensemble_weights(None))
 
 
 def test_retrieval_recall_on_hand_made_features():
@@ -194,3 +198,9 @@ def test_chunked_top_k_ranking_equals_a_stable_full_argsort(k):
     # 64 bytes per block: a block of one query row at a time, the most chunks possible.
     assert np.array_equal(rank_gallery(query, gallery, k, chunk_bytes=64), expected)
     assert np.array_equal(rank_gallery(query, gallery, k), expected)
+
+
+def test_linear_probe_of_a_single_class_says_what_is_missing():
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    with pytest.raises(ValueError, match="at least 2 classes, got 4 video.* of 1"):
+        linear_probe(x, np.zeros(4, int), x, np.zeros(4, int))

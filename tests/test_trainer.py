@@ -251,6 +251,8 @@ def test_training_lowers_the_loss(csv_root, tmp_path):
     (["--batch_size", "64"], ValueError, r"--batch_size 64 × 1 GPU\(s\) = 64 clips .* 8 training videos of this process"),
     (["--resume", "x", "--flow_restore_ckpt", "y"], ValueError, "--resume and --flow_restore_ckpt are exclusive"),
     (["--grad_diag_freq", "-1"], ValueError, "--grad_diag_freq must be >= 0"),
+    (["--lr", "-1"], ValueError, "--lr must be > 0, got -1"),
+    (["--wd", "-0.1"], ValueError, "--wd must be >= 0, got -0.1"),
 ])
 def test_bad_flags_fail_at_start(csv_root, tmp_path, monkeypatch, extra, error, match):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

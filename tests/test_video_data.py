@@ -1,3 +1,4 @@
+import logging
 import shutil
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from tiny_dataset import write_view_frame
 
+from utils import frame_reader
 from utils.clip_sampling import clip_indices, video_group_indices
 from utils.frame_reader import FrameReader, check_views_on_disk
 from utils.layout import FLOW_X, FLOW_Y, FRAMES, HEATMAPS, SEGMASKS, read_class_index
@@ -76,6 +78,12 @@ def test_class_index_and_split_csv(tmp_path):
     (tmp_path / "gap.txt").write_text("1 a\n3 b\n")
     with pytest.raises(ValueError, match="without gaps"):
         read_class_index(tmp_path / "gap.txt")
+    (tmp_path / "twice.txt").write_text("1 a\n2 b\n3 a\n")
+    with pytest.raises(ValueError, match=r"twice.txt:3: class 'a' is listed twice"):
+        read_class_index(tmp_path / "twice.txt")
+    (tmp_path / "same_id.txt").write_text("1 a\n1 b\n")
+    with pytest.raises(ValueError, match=r"same_id.txt:2: class id 1 is given twice \('a' and 'b'\)"):
+        read_class_index(tmp_path / "same_id.txt")
 
 
 def test_split_csv_path_kinetics_style(tmp_path):
@@ -200,3 +208,19 @@ def test_missing_view_on_disk_is_named_with_a_count(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"flow: 2 missing .*v1") as err:
         check_views_on_disk(entries, ["imgs", "flow"], "train")
     assert "imgs" not in str(err.value).split("listed videos:")[1]
+
+
+def test_frames_missing_on_disk_are_filled_but_reported_once_per_folder(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(frame_reader, "_fill_warnings", set())
+    frame_dir = _write_video(tmp_path, "Run", "v1", n=20)
+    for i in range(6, 16):  # a hole of 10 frames in the RGB view
+        view_dir(frame_dir, "imgs").joinpath(FRAMES.name(i)).unlink()
+    reader = FrameReader()
+    with caplog.at_level(logging.WARNING, logger="utils.frame_reader"):
+        sparse = reader.read(frame_dir, "kphm", np.arange(1, 21))  # every other frame by design: no warning
+        assert not caplog.records
+        reader.read(frame_dir, "imgs", np.arange(1, 21))
+        reader.read(frame_dir, "imgs", np.arange(1, 21))
+    assert sparse.shape[0] == 20
+    assert len(caplog.records) == 1
+    assert "imgs frames of" in caplog.text and "frame 5 is read for frame 10, 5 frames away" in caplog.text

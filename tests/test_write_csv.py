@@ -154,3 +154,17 @@ def test_default_out_is_where_the_loaders_look(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "frame")
     write_csv.main(write_csv.get_args_parser().parse_args(["--dataset", "folder", "--frame_root", str(tmp_path / "frame")]))
     assert (layout.resolve_csv_root(None, "folder") / "classInd.txt").read_text() == "1 cat\n2 dog\n"
+
+
+def test_a_list_that_would_be_empty_replaces_no_file(tmp_path):
+    frame = (tmp_path / "frame").resolve()
+    make_video(frame, "cat/cat0", 30)
+    make_video(frame, "dog/dog0", 30)  # one video per class: nothing can go to test
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {name: f"{name} of an earlier run\n" for name in ("train_split01.csv", "test_split01.csv", "classInd.txt")}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    with pytest.raises(ValueError, match=r"test_split01.csv would be empty: .*two videos .*nothing was written to"):
+        run(tmp_path, "--dataset", "folder", "--frame_root", str(frame))
+    assert {p.name: p.read_text() for p in out.iterdir()} == earlier

@@ -6,7 +6,7 @@ import argparse
 from train.dataset_3d import SAMPLING_MODES
 from train.losses import TEMP_DIVISIONS
 from utils.augmentation import add_colour_jitter_flag
-from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, check_optimiser_flags
 from utils.layout import REPO_ROOT
 from utils.views import VIEWS, parse_views
 
@@ -103,8 +103,10 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
-    if args.num_workers < 0 or args.ft_freq < 0 or args.grad_diag_freq < 0:
-        raise ValueError("--num_workers, --ft_freq and --grad_diag_freq must be >= 0")
+    check_optimiser_flags(args)
+    for name in ("num_workers", "ft_freq", "grad_diag_freq"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     for view in VIEWS:
         if getattr(args, f"{view}_restore_ckpt") and view not in views:
             raise ValueError(f"--{view}_restore_ckpt is set but {view} is not in --modalities {args.modalities}")

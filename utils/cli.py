@@ -12,7 +12,7 @@ or 2 for a bad flag (as argparse does for the flags it checks itself). They are:
 - ``ValueError`` and ``FloatingPointError`` raised by this project's own code — its convention for a
   bad flag value or input; a message that starts with the flag (``--lr …``) is a usage error;
 - running out of GPU memory;
-- Ctrl-C (status 130).
+- Ctrl-C (status 130) and SIGTERM (status 143), which stop the run the same way.
 
 Anything else, and any of these raised inside a library, is a bug: its traceback is shown as usual.
 ``COCON_DEBUG=1`` shows the traceback of user errors too. Nothing here imports torch.
@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +62,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop), raised where the main thread is, as Ctrl-C is."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def describe(err: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit status of a user error, or ``None`` for a bug.
 
@@ -67,7 +77,8 @@ def describe(err: BaseException) -> tuple[str, int] | None:
         err: the exception that ended ``main``.
     """
     if isinstance(err, KeyboardInterrupt):
-        return "interrupted; finished files are complete, and a training run continues with --resume", 130
+        how, status = ("terminated (SIGTERM)", 143) if isinstance(err, Terminated) else ("interrupted", 130)
+        return f"{how}; finished files are complete, and a training run continues with --resume", status
     if is_disk_full(err):
         where = getattr(err, "filename", None) or "its output"
         return (f"no space left on the device while writing {where}; free space there (or write elsewhere) and "
@@ -96,6 +107,9 @@ def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.Argum
         argv: the arguments (default: ``sys.argv[1:]``).
     """
     args = parser.parse_args(argv)
+    catch_term = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if catch_term:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main(args)
     except (Exception, KeyboardInterrupt) as err:
@@ -105,3 +119,6 @@ def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.Argum
         message, status = verdict
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(status)
+    finally:
+        if catch_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -3,6 +3,7 @@
 - :class:`HelpFormatter`: ``--help`` keeps the description's line breaks and shows every default.
 - :func:`canonical_dataset`: the original code's dataset names (``hmdb``, ``kinetics``, DPC's ``k400``)
   are accepted wherever a dataset is named and mean this repo's ``hmdb51`` and ``kinetics400``.
+- :func:`check_optimiser_flags`: ``--lr`` and ``--wd`` of every training script.
 - :func:`add_gpu_flag` / :func:`select_gpus`: DPC's and the original CoCon's ``--gpu 0,1`` picks the
   visible CUDA devices, so their command lines keep working.
 """
@@ -40,6 +41,19 @@ def canonical_dataset(name: str) -> str:
         name: a dataset name as given on the command line.
     """
     return DATASET_ALIASES.get(name, name)
+
+
+def check_optimiser_flags(args: argparse.Namespace) -> None:
+    """``--lr`` > 0 and ``--wd`` >= 0 (Adam checks only its default lr, not the parameter groups' own, so a
+    negative --lr would climb the loss without a word).
+
+    Raises:
+        ValueError: naming the flag and its value.
+    """
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not args.wd >= 0:
+        raise ValueError(f"--wd must be >= 0, got {args.wd}")
 
 
 def gpu_list(spec: str) -> str:

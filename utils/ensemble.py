@@ -29,6 +29,9 @@ def align_probabilities(reference: VideoProbabilities, other: VideoProbabilities
     """
     a, b = names
     if list(reference.class_names) != list(other.class_names):
+        if set(reference.class_names) == set(other.class_names):
+            raise ValueError(f"{a} and {b} list the same classes in another order, so their columns do not match: "
+                             "write both with the same classInd.txt")
         raise ValueError(
             f"{a} and {b} have different classes ({len(reference.class_names)} vs {len(other.class_names)}; "
             f"first differing: {_first(set(reference.class_names) ^ set(other.class_names))})"

@@ -66,6 +66,7 @@ def save_probabilities(path: str | Path, result: VideoProbabilities) -> Path:
         },
     )
 
+
 def load_probabilities(path: str | Path) -> VideoProbabilities:
     """Read a probability file written by :func:`save_probabilities`.
 
@@ -85,9 +86,16 @@ def load_probabilities(path: str | Path) -> VideoProbabilities:
     if names.shape != (probs.shape[1],):
         raise ValueError(f"probability file {path}: {names.shape[0]} class names for {probs.shape[1]} columns")
     check_finite(probs, f"probability file {path}", "write it again with test/test.py --test from a sound checkpoint")
+    row_error = float(np.abs(probs.sum(axis=1, dtype=np.float64) - 1).max()) if len(probs) else 0.0
+    if len(probs) and (probs.min() < 0 or row_error > 1e-3):
+        raise DataError(
+            f"probability file {path}: rows are not probabilities (values {probs.min():.3g} to {probs.max():.3g}, a row "
+            f"sum off 1 by {row_error:.3g}); write it again with test/test.py --test"
+        )
     return VideoProbabilities(
         probs.astype(np.float32), labels.astype(np.int64), videos.astype(str), names.astype(str), str(arrays["view"])
     )
+
 
 def feature_cache_key(checkpoint: str | Path, settings: Mapping[str, object]) -> str:
     """A key naming the checkpoint file (absolute path and mtime) and the extraction settings."""

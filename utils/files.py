@@ -53,6 +53,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process's umask (mkstemp's own is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
     """Write ``data`` to ``path`` so that ``path`` is always either the old file or the complete new one.
 
@@ -69,6 +79,8 @@ def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}{os.getpid()}-", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # readable by others as a plainly written file would be (umask permitting)
+            os.fchmod(fd, _NEW_FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             _write(f, payload, path)
             f.flush()

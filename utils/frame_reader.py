@@ -5,6 +5,8 @@ File names and encodings are those of :mod:`utils.layout`; the views' folders th
 """
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -20,6 +22,8 @@ from utils.files import read_npz
 from utils.layout import FLOW_Y, HEATMAPS, FileSeries
 from utils.video_index import VideoEntry
 from utils.views import VIEWS, view_dir
+
+log = logging.getLogger(__name__)
 
 # OpenCV's own threads fight the DataLoader's worker processes for the same cores.
 cv2.setNumThreads(1)
@@ -39,7 +43,10 @@ _LISTING_CACHE = 4096  # folders whose frame listing a FrameReader keeps
 def _read_image(path: str | Path, flags: int) -> np.ndarray:
     image = cv2.imread(str(path), flags)
     if image is None:
-        raise ValueError(f"cannot decode {path} (missing, truncated or not an image)")
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, "permission denied: cannot read the frame; give this user read access to "
+                                  "the dataset", str(path))
+        raise ValueError(f"cannot decode {path} (missing, truncated or not an image): extract the video's frames again")
     return image
 
 
@@ -189,6 +196,33 @@ def nearest_present(present: np.ndarray, indices: np.ndarray) -> tuple[np.ndarra
     return unique, back[inverse]
 
 
+# A stored frame this far from the requested one means frames are missing, not sparse by design
+# (heatmaps and masks every other frame, flow one frame short).
+FILL_GAP_WARNING = 4
+_MAX_FILL_WARNINGS = 20
+_fill_warnings: set[str] = set()
+
+
+def warn_distant_fill(folder: Path, view: str, requested: np.ndarray, used: np.ndarray) -> None:
+    """Log (once per folder, for the first few folders of a process) a clip filled from far-off frames.
+
+    Args:
+        folder: the view's folder of the video.
+        view: the view.
+        requested, used: the 1-based frames asked for and the stored ones read for them.
+    """
+    distance = np.abs(np.asarray(used, np.int64) - np.asarray(requested, np.int64))
+    if not len(distance) or distance.max() <= FILL_GAP_WARNING:
+        return
+    if len(_fill_warnings) >= _MAX_FILL_WARNINGS or str(folder) in _fill_warnings:
+        return
+    _fill_warnings.add(str(folder))
+    worst = int(distance.argmax())
+    log.warning("%s frames of %s are missing: frame %d is read for frame %d, %d frames away, so clips repeat frames; "
+                "extract the video's %s again (process_data/)%s", view, folder, int(used[worst]), int(requested[worst]),
+                int(distance[worst]), view, "; no more such warnings" if len(_fill_warnings) == _MAX_FILL_WARNINGS else "")
+
+
 class FrameReader:
     """Reads frames of any view, filling a frame missing on disk from its nearest neighbour.
 
@@ -213,8 +247,10 @@ class FrameReader:
         return present
 
     def nearest(self, folder: Path, view: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`nearest_present` among ``view``'s frames in ``folder``."""
-        return nearest_present(self.available(folder, view), indices)
+        """:func:`nearest_present` among ``view``'s frames in ``folder`` (logs frames filled from far off)."""
+        unique, inverse = nearest_present(self.available(folder, view), indices)
+        warn_distant_fill(folder, view, indices, unique[inverse])
+        return unique, inverse
 
     def read(self, frame_dir: Path, view: str, indices: np.ndarray) -> torch.Tensor:
         """uint8 ``[K, H, W, C]`` of ``view`` at the 1-based RGB frame ``indices`` (shape ``[K]``)."""
@@ -236,6 +272,9 @@ def missing_views(entries: Sequence[VideoEntry], views: Sequence[str]) -> dict[s
                 with os.scandir(folder) as it:
                     if next(it, None) is None:
                         absent.append(folder)
+            except PermissionError as err:
+                raise PermissionError(err.errno, f"{view} folder {folder} cannot be read (permission denied); give this "
+                                      "user read access to the dataset", str(folder)) from err
             except OSError:
                 absent.append(folder)
         if absent:

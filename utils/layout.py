@@ -149,7 +149,7 @@ def read_class_index(path: str | Path) -> list[str]:
         path: the ``classInd.txt`` file.
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: a malformed line, or ids that are not 1..K.
+        ValueError: a malformed line, an id or a name given twice, or ids that are not 1..K.
     """
     path = Path(path)
     if not path.is_file():
@@ -163,7 +163,12 @@ def read_class_index(path: str | Path) -> list[str]:
         parts = line.split(maxsplit=1)
         if len(parts) != 2 or not parts[0].isdigit():
             raise ValueError(f"{path}:{lineno}: expected '<1-based id> <class name>', got {line!r}")
-        names[int(parts[0])] = parts[1].strip()
+        class_id, name = int(parts[0]), parts[1].strip()
+        if class_id in names:
+            raise ValueError(f"{path}:{lineno}: class id {class_id} is given twice ({names[class_id]!r} and {name!r})")
+        if name in names.values():
+            raise ValueError(f"{path}:{lineno}: class {name!r} is listed twice; each class needs one line")
+        names[class_id] = name
     if sorted(names) != list(range(1, len(names) + 1)):
         raise ValueError(f"{path}: class ids must be 1..{len(names)} without gaps")
     return [names[i] for i in range(1, len(names) + 1)]

@@ -87,6 +87,7 @@ def retrieval_recall(
     hits = gallery_labels[ranked] == query_labels[:, None]  # [Q, k_max]
     return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
+
 def recall_table(recalls: Mapping[int, float], title: str) -> str:
     """A markdown table of recall@k in percent."""
     ks = sorted(recalls)
@@ -94,6 +95,7 @@ def recall_table(recalls: Mapping[int, float], title: str) -> str:
     rule = "|" + "---:|" * len(ks)
     row = "| " + " | ".join(f"{100 * recalls[k]:.1f}" for k in ks) + " |"
     return f"{title}\n\n{head}\n{rule}\n{row}\n"
+
 
 def linear_probe(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0
@@ -106,6 +108,9 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    if len(np.unique(train_y)) < 2:
+        raise ValueError(f"the linear probe needs training videos of at least 2 classes, got {len(train_y)} video(s) of "
+                         f"{len(np.unique(train_y))}: use a split whose train list holds several classes")
     scaler = StandardScaler().fit(train_x)
     classifier = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     classifier.fit(scaler.transform(train_x), train_y)

@@ -72,6 +72,8 @@ def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch
     """
     exp_dir = Path(exp_dir)
     model_dir = exp_dir / "model"
+    if resumed_epoch is None:
+        refuse_earlier_checkpoints(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     for folder in (exp_dir, model_dir):
         for path in clean_stale_tmp(folder):
@@ -80,6 +82,20 @@ def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch
     write_json(exp_dir / name, jsonable_args(args))
     log.info("experiment folder %s", exp_dir)
     return model_dir
+
+
+def refuse_earlier_checkpoints(model_dir: Path) -> None:
+    """A new run must not overwrite the checkpoints of an earlier run in the same experiment folder.
+
+    Raises:
+        UsageError: ``model_dir`` holds checkpoints; naming the folder and how to continue or start afresh.
+    """
+    earlier = sorted(p.name for p in model_dir.glob("mode_*.pth.tar")) if model_dir.is_dir() else []
+    if earlier:
+        raise UsageError(
+            f"{model_dir} already holds {len(earlier)} checkpoint(s) of an earlier run ({earlier[0]}, ...): continue "
+            f"that run with --resume {model_dir}, or start a new one with another --save_dir or --prefix"
+        )
 
 
 def _histogram_bins() -> list[float]:

@@ -39,6 +39,7 @@ from utils.frame_reader import (
     read_stored,
     smallest_crop_side,
     stored_size,
+    warn_distant_fill,
 )
 from utils.video_index import VideoEntry, VideoIndex
 from utils.views import VIEWS, view_dir
@@ -211,7 +212,8 @@ class _ViewsDataset(Dataset):
         out = {}
         for view in self.views:
             folder = view_dir(frame_dir, view)
-            unique, _ = nearest_present(list_present(folder, view), frames)
+            unique, inverse = nearest_present(list_present(folder, view), frames)
+            warn_distant_fill(folder, view, frames, unique[inverse])
             decoded, full_hw = self._decode(folder, view, unique)
             out[view] = CachedFrames(unique, np.stack(decoded), full_hw)
         return out
