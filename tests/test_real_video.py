@@ -206,4 +206,4 @@ def test_one_cocon_step_on_the_four_views_then_retrieval(real, tmp_path):
     result = json.loads((out / "retrieval.json").read_text())
     assert result["queries"] == 2 and result["gallery"] == 4
     recall = {int(k): v for k, v in result["recall"].items()}
-    assert recall[1] in (0.0, 0.5, 1.0) and recall[5] == 1.0  # k >= the gallery: every class is retrieved
+    assert recall[1] in (0.0, 0.5, 1.0) and set(recall) == {1}  # R@5 and up would count every query: left out
