@@ -334,8 +334,8 @@ def jitter_colours_uint8(clip: np.ndarray, rng: np.random.Generator, colour_jitt
         raise ValueError(f"--colour_jitter must be one of {COLOUR_JITTER_MODES}, got {colour_jitter!r}")
     if colour_jitter == "clip":
         return apply_colour_transform_uint8(clip, *random_colour_transform(rng, clip_mean_rgb(clip, bgr)), bgr=bgr)
-    means = np.stack([clip_mean_rgb(clip[i:i + 1], bgr) for i in range(len(clip))])
-    matrices, offsets = random_colour_transforms(rng, means)
+    means = clip.reshape(len(clip), -1, 3).mean(axis=1) / 255
+    matrices, offsets = random_colour_transforms(rng, means[:, ::-1] if bgr else means)
     out = np.empty_like(clip)
     for i in range(len(clip)):
         out[i:i + 1] = apply_colour_transform_uint8(clip[i:i + 1], matrices[i], offsets[i], bgr=bgr)

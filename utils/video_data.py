@@ -6,6 +6,7 @@ picks, through :mod:`utils.frame_reader`, and augments every view of a sample wi
 """
 from __future__ import annotations
 
+import abc
 import logging
 import multiprocessing
 import os
@@ -119,7 +120,7 @@ def fill_frame_caches(
     return total
 
 
-class _ViewsDataset(Dataset):
+class _ViewsDataset(Dataset, abc.ABC):
     """Videos read in several views on shared frame indices; subclasses decide which frames and crops.
 
     Frames are decoded at reduced resolution where the smallest crop the dataset can take keeps
@@ -152,9 +153,9 @@ class _ViewsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @abc.abstractmethod
     def reachable_frames(self, index: int) -> np.ndarray:
         """1-based RGB frame indices this dataset may ever read of video ``index``."""
-        raise NotImplementedError
 
     def reduction(self, view: str, full_hw: tuple[int, int]) -> int:
         """JPEG decode reduction of ``view`` for frames stored at ``full_hw`` (1: full decode)."""
