@@ -1,10 +1,10 @@
 """Clip loader speed: one sample through MultiViewClipDataset against decoding its JPEGs.
 
     python bench/bench_loader.py                  # imgs + flow from 240-px JPEGs, at 128 and 64 px
-    python bench/bench_loader.py --samples 5 --sizes 64
+    python bench/bench_loader.py --samples 3 --sizes 64
 
-Figures, each the median of ``--samples`` repetitions (the functions are timed in turn, so a change
-in the machine's load hits them alike), on one thread as in a DataLoader worker:
+Figures, each the median over ``--samples`` turns of a few calls in a row (the functions take turns, so
+a change in the machine's load hits them alike), on one thread as in a DataLoader worker:
 - sample / decode: one training sample (random clip start, crop, flip, colour jitter, imgs + flow)
   over decoding the same JPEG files at full resolution with cv2 (goals: <= 1.25 at 128 px; <= 0.75
   at 64 px, which only decoding at reduced resolution can reach);
@@ -32,13 +32,15 @@ from utils.views import VIEWS
 
 BENCH_VIEWS = ("imgs", "flow")
 GOALS = {128: 1.25, 64: 0.75}
+IN_A_ROW = 4  # samples in a row per turn, as a worker makes them (the first is not timed)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 64], help="img_dim values to time")
     parser.add_argument("--frame_height", type=int, default=240, help="stored frame height (width 4/3 of it)")
-    parser.add_argument("--samples", type=int, default=15, help="timed repetitions (the median is reported)")
+    parser.add_argument("--samples", type=int, default=5,
+                        help=f"turns, each timing {IN_A_ROW - 1} calls of every function (the median is reported)")
     parser.add_argument("--num_seq", type=int, default=8, help="blocks per clip")
     parser.add_argument("--seq_len", type=int, default=5, help="frames per block")
     parser.add_argument("--ds", type=int, default=3, help="frame stride")
@@ -48,18 +50,22 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def median_seconds(
-    fns: list[Callable[[], object]], steps: int, warmup: int, clock: Callable[[], float] = time.perf_counter
+    fns: list[Callable[[], object]], steps: int, warmup: int, clock: Callable[[], float] = time.perf_counter,
+    in_a_row: int = 1,
 ) -> list[float]:
-    """Median time of each of ``fns`` over ``steps`` calls after ``warmup`` calls.
+    """Median time of one call of each of ``fns``, over ``steps`` turns after ``warmup`` untimed calls.
 
-    The functions are timed in turn, starting from a different one at each repetition, so a change in
-    the machine's load (other processes on shared cores) and any effect of going first hit them alike.
+    The functions take turns, starting from a different one at each turn, so a change in the
+    machine's load (other processes on shared cores) and any effect of going first hit them alike.
 
     Args:
         fns: the functions.
-        steps, warmup: timed and untimed calls of each.
+        steps, warmup: turns timed, and untimed calls of each function first.
         clock: wall time by default; ``time.process_time`` counts only this process's CPU time, which
             other processes on a busy machine disturb far less (for single-threaded work only).
+        in_a_row: calls of a function per turn. With more than one, the first call of each turn goes
+            untimed: it pays for the caches the other functions filled, which a function that runs on its
+            own (a DataLoader worker making sample after sample) never does.
     """
     for _ in range(warmup):
         for fn in fns:
@@ -68,9 +74,11 @@ def median_seconds(
     for step in range(steps):
         for k in range(len(fns)):
             i = (step + k) % len(fns)
-            start = clock()
-            fns[i]()
-            times[i].append(clock() - start)
+            for call in range(in_a_row):
+                start = clock()
+                fns[i]()
+                if call > 0 or in_a_row == 1:
+                    times[i].append(clock() - start)
     return [statistics.median(t) for t in times]
 
 
@@ -121,7 +129,7 @@ def bench_size(frame_dir: Path, num_frames: int, img_dim: int, args: argparse.Na
 
     clock = time.process_time if getattr(args, "clock", "wall") == "cpu" else time.perf_counter
     sample_s, full_s, cached_s, decode_s = median_seconds(
-        [_sampler(reduced), _sampler(full), _sampler(cached), decode], args.samples, 2, clock
+        [_sampler(reduced), _sampler(full), _sampler(cached), decode], args.samples, 2, clock, IN_A_ROW
     )
     stored = (args.frame_height, args.frame_height * 4 // 3)
     return {

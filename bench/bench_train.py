@@ -38,6 +38,7 @@ from train.model_trainer import build_optimizer
 from train.model_trainer import get_args_parser as trainer_parser
 from train.model_trainer import main as pretrain
 from train.pretrain_loop import forward_views
+from utils.augmentation import model_input
 from utils.cli_options import HelpFormatter
 from utils.precision import amp_dtype_for, autocast, describe_amp, match_layout, to_channels_last
 from utils.views import VIEWS
@@ -63,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--data_dim", type=int, nargs="+", default=[128, 64], help="img_dim values of the dataset benchmark")
     data.add_argument("--frame_height", type=int, default=240, help="stored frame height (width 4/3 of it)")
-    data.add_argument("--samples", type=int, default=10, help="samples timed in the dataset benchmark")
+    data.add_argument("--samples", type=int, default=5, help="turns of the dataset benchmark (see bench_loader.py)")
     schedule = parser.add_argument_group("learning with and without --amp")
     schedule.add_argument("--schedule_epochs", type=int, default=3, help="pretraining epochs of each run (0: skip)")
     schedule.add_argument("--schedule_seeds", type=int, nargs="+", default=[0, 1], help="seeds; each runs fp32 and --amp")
@@ -95,10 +96,12 @@ def bench_training_step(img_dim: int, args: argparse.Namespace, amp: bool = Fals
         for model in models.values():
             to_channels_last(model)
     optimizers = {v: build_optimizer(m, 1e-3, 1e-5, 1.0) for v, m in models.items()}
-    batch = {
-        v: torch.randn(args.batch_size, args.num_seq, VIEWS[v].channels, args.seq_len, sizes[v], sizes[v])
+    batch = {  # uint8, as the loaders hand it over; the step makes it float, the bare backbones get it made
+        v: torch.randint(0, 256, (args.batch_size, args.num_seq, VIEWS[v].channels, args.seq_len, sizes[v], sizes[v]),
+                         dtype=torch.uint8)
         for v in BENCH_VIEWS
     }
+    inputs = {v: model_input(x, v, device) for v, x in batch.items()}
     cfg = CoConLossConfig()
 
     def full_step() -> None:
@@ -112,7 +115,7 @@ def bench_training_step(img_dim: int, args: argparse.Namespace, amp: bool = Fals
     def bare_backbones() -> None:
         for view, model in models.items():
             with autocast(device, amp_dtype):
-                out = model.backbone(match_layout(batch[view].flatten(0, 1), model.backbone.conv1))
+                out = model.backbone(match_layout(inputs[view].flatten(0, 1), model.backbone.conv1))
             out.float().sum().backward()
         for model in models.values():
             model.zero_grad(set_to_none=True)

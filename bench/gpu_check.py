@@ -38,6 +38,7 @@ from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
 from train.model_trainer import build_optimizer
 from train.pretrain_loop import forward_views
+from utils.augmentation import model_input
 from utils.cli_options import HelpFormatter
 from utils.precision import amp_dtype_for, describe_amp, grad_scaler, to_channels_last
 from utils.views import VIEWS
@@ -103,8 +104,8 @@ def build_views(args: argparse.Namespace, device: torch.device, n_gpu: int, amp:
         if amp_dtype is not None:
             to_channels_last(model)
         models[view] = nn.DataParallel(model) if n_gpu > 1 else model
-    batch = {v: torch.randn(args.batch_size * n_gpu, args.num_seq, VIEWS[v].channels, args.seq_len, sizes[v], sizes[v],
-                            device=device) for v in CHECK_VIEWS}
+    batch = {v: torch.randint(0, 256, (args.batch_size * n_gpu, args.num_seq, VIEWS[v].channels, args.seq_len, sizes[v],
+                                       sizes[v]), dtype=torch.uint8, device=device) for v in CHECK_VIEWS}  # as loaders give
     optimizers = {v: build_optimizer(m, 1e-3, 1e-5, 1.0) for v, m in models.items()}
     return {"models": models, "optimizers": optimizers, "scaler": grad_scaler(amp_dtype, device), "batch": batch,
             "amp_dtype": amp_dtype}
@@ -124,11 +125,13 @@ def step_functions(parts: dict, device: torch.device) -> tuple[Callable[[], None
         if scaler is not None:
             scaler.update()
 
+    inputs = {v: model_input(x, v, device) for v, x in batch.items()}  # the bare backbones get the float made
+
     def bare_backbones() -> None:
         for view, model in models.items():
             backbone = model.module.backbone if isinstance(model, nn.DataParallel) else model.backbone
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = backbone(batch[view].flatten(0, 1))
+                out = backbone(inputs[view].flatten(0, 1))
             out.float().sum().backward()
         for model in models.values():
             model.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ import torch
 
 from train.diagnostics import block_similarities, similarity_agreement
 from train.model_3d import DPCRNN
+from utils.augmentation import model_input
 from utils.checkpoint import load_pretrained
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
@@ -76,7 +77,7 @@ def batch_outputs(views: list[str], batch: dict, args: dict, model_dir: Path | N
     outputs = {}
     for view in views:
         checkpoint = model_dir / f"mode_{view}_best.pth.tar" if model_dir is not None else None
-        outputs[view] = (None, encoder(view, args, checkpoint).encode(batch[view]))
+        outputs[view] = (None, encoder(view, args, checkpoint).encode(model_input(batch[view], view, "cpu")))
     return outputs
 
 

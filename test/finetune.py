@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils import run
-from utils.augmentation import add_colour_jitter_flag
+from utils.augmentation import add_colour_jitter_flag, model_input
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
 from utils.cli_options import check_optimiser_flags
@@ -233,7 +233,7 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
 
     Args:
         model: the classifier.
-        x: blocks ``[B, N, C, SL, H, W]``.
+        x: float blocks ``[B, N, C, SL, H, W]`` (:func:`~utils.augmentation.model_input`).
         y: classes ``[B]``.
         device: where the model runs.
         amp_dtype: autocast dtype of ``--amp``, or ``None`` for float32.
@@ -276,7 +276,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     loss_meter, acc_meter = AverageMeter(), AverageMeter()
     for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False):
         y = batch["label"].to(args.device)
-        loss, logits = forward_loss(model, batch[args.modality], y, args.device, amp.dtype)
+        x = model_input(batch[args.modality], args.modality, args.device)
+        loss, logits = forward_loss(model, x, y, args.device, amp.dtype)
         check_finite(loss, f"fine-tuning loss at epoch {epoch}, iteration {iteration}",
                      "stopping; the last epoch's checkpoint is kept: lower --lr, or check the --pretrain checkpoint")
         _step(loss, optimizer, amp.scaler)
@@ -295,7 +296,8 @@ def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace, amp
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     for batch in loader:
         y = batch["label"].to(args.device)
-        loss, logits = forward_loss(model, batch[args.modality], y, args.device, amp_dtype)
+        x = model_input(batch[args.modality], args.modality, args.device)
+        loss, logits = forward_loss(model, x, y, args.device, amp_dtype)
         acc1, acc5 = topk_accuracy(logits, y, (1, 5))
         loss_meter.update(loss.item(), len(y))
         top1.update(acc1, len(y))

@@ -13,12 +13,14 @@ from utils.augmentation import (
     crop_resize,
     hflip,
     jitter_colours_uint8,
+    model_input,
     random_colour_transform,
     random_colour_transforms,
     random_sized_crop,
     transform_view,
 )
 from utils.views import VIEWS
+from utils.visualize import view_to_rgb
 
 
 def _ramp_frames(t=4, c=2, h=8, w=12):
@@ -221,3 +223,31 @@ def test_crop_resize_handles_17_channels_like_one():
 def test_crop_resize_rejects_float_or_channels_first_input():
     with pytest.raises(ValueError, match=r"uint8 frames \[T, H, W, C\]"):
         crop_resize(np.zeros((2, 3, 8, 8), np.float32), ClipGeometry(0, 0, 1, 1), 4)
+
+
+def test_model_input_hand_cases_for_every_view():
+    blocks = {view: torch.full((2, VIEWS[view].channels, 3, 4, 4), 255, dtype=torch.uint8) for view in VIEWS}
+    blocks["imgs"][:, 1] = 0  # magenta
+    blocks["flow"][:, 1] = 128  # x full right, y half a level below the zero of 127.5
+    out = {view: model_input(x, view, "cpu") for view, x in blocks.items()}
+    assert all(x.dtype == torch.float32 and x.shape == blocks[view].shape for view, x in out.items())
+    expected_rgb = [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1], (1 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]]
+    assert torch.allclose(out["imgs"][0, :, 0, 0, 0], torch.tensor(expected_rgb), atol=1e-5)
+    assert torch.allclose(out["flow"][0, :, 0, 0, 0], torch.tensor([0.5, 0.5 / 255]), atol=1e-6)
+    assert torch.all(out["kphm"] == 1) and torch.all(out["seg"] == 1)
+
+
+def test_model_input_refuses_float_input_naming_the_view():
+    with pytest.raises(TypeError, match="uint8 flow pixels.*torch.float32"):
+        model_input(torch.zeros(1, 2, 1, 2, 2), "flow", "cpu")
+
+
+def test_view_to_rgb_shows_stored_pixels():
+    frames = torch.zeros(1, 2, 1, 2, dtype=torch.uint8)
+    frames[0, :, 0, 1] = 128  # no motion in the right pixel; full left/up motion (0) in the left one
+    rgb = view_to_rgb(frames, "flow")
+    assert rgb.shape == (1, 3, 1, 2)
+    assert torch.allclose(rgb[0, :, 0, 1], torch.tensor([128 / 255, 128 / 255, 0.0]))
+    assert torch.equal(rgb[0, :, 0, 0], torch.zeros(3))
+    image = torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert torch.allclose(view_to_rgb(image, "imgs")[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255)

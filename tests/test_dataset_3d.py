@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny_dataset import LEVEL, make_tiny_dataset
+from tiny_dataset import LEVEL, as_model_input, make_tiny_dataset
 
 from train.dataset_3d import build_pretrain_datasets, view_sizes
 from utils.layout import resolve_csv_root, resolve_hflip
@@ -34,7 +34,8 @@ def test_item_is_documented_dict_with_view_sizes(tiny_csv_root):
     channels = {"imgs": 3, "flow": 2, "kphm": 17, "seg": 1}
     for view in VIEWS:
         assert item[view].shape == (N, channels[view], SL, sizes[view], sizes[view])
-        assert item[view].dtype == torch.float32
+        assert item[view].dtype == torch.uint8
+        assert as_model_input(item)[view].dtype == torch.float32
 
 
 def test_validation_is_held_out_of_the_train_split(tiny_csv_root):
@@ -53,7 +54,7 @@ def test_validation_is_held_out_of_the_train_split(tiny_csv_root):
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_views_share_frames_and_crop(tiny_csv_root, index):
     train_ds, _, _ = _build(tiny_csv_root, hflip=False)
-    item = train_ds[index]
+    item = as_model_input(train_ds[index])
     flow_frames = _frame_index(item["flow"][:, 1].mean(dim=(-2, -1)) + 0.5)  # flow y = frame level, [N, SL]
     # Contiguous blocks at one stride; flow lacks the last RGB frame (24), filled from frame 23.
     start, stride = flow_frames[0, 0], flow_frames[0, 1] - flow_frames[0, 0]
@@ -71,13 +72,13 @@ def test_views_share_frames_and_crop(tiny_csv_root, index):
 
 def test_validation_clip_is_centred_and_rgb_matches_other_views(tiny_csv_root):
     _, val_ds, _ = _build(tiny_csv_root)
-    item = val_ds[0]
+    item = as_model_input(val_ds[0])
     mean, std = torch.tensor([0.485, 0.456]), torch.tensor([0.229, 0.224])
     rgb = item["imgs"][:, :2] * std.view(1, 2, 1, 1, 1) + mean.view(1, 2, 1, 1, 1)  # red ramp, green level
     assert np.array_equal(_frame_index(rgb[:, 1].mean(dim=(-2, -1))), _frame_index(item["flow"][:, 1].mean(dim=(-2, -1)) + 0.5))
     assert abs(float(rgb[:, 0].mean() - item["seg"].mean())) < 0.03
     assert abs(float(item["seg"].mean()) - 0.5) < 0.03  # centre crop of a symmetric ramp
-    assert torch.equal(val_ds[0]["flow"], item["flow"])  # no randomness in validation
+    assert torch.equal(as_model_input(val_ds[0])["flow"], item["flow"])  # no randomness in validation
 
 
 def test_crops_differ_between_samples_and_epochs(tiny_csv_root):
@@ -95,7 +96,7 @@ def test_flip_is_shared_and_negates_flow_x(tiny_csv_root):
     for epoch in range(3):
         train_ds.set_epoch(epoch)
         for index in range(len(train_ds)):
-            item = train_ds[index]
+            item = as_model_input(train_ds[index])
             seg, flow_x = item["seg"][:, 0], item["flow"][:, 0]  # [N, SL, S, S]
             # Unflipped: flow x = ramp - 0.5; flipped: mirrored and negated, = 0.5 - mirrored ramp = 0.5 - seg.
             if torch.allclose(flow_x, seg - 0.5, atol=0.06):
@@ -111,7 +112,7 @@ def test_center_sampling_takes_middle_clip(tiny_csv_root):
     starts = set()
     for epoch in range(3):
         train_ds.set_epoch(epoch)
-        starts.add(int(_frame_index(train_ds[0]["flow"][:, 1].mean(dim=(-2, -1)) + 0.5)[0, 0]))
+        starts.add(int(_frame_index(as_model_input(train_ds[0])["flow"][:, 1].mean(dim=(-2, -1)) + 0.5)[0, 0]))
     assert len(starts) == 1
     with pytest.raises(ValueError, match="--sampling"):
         _build(tiny_csv_root, sampling="random")

@@ -45,7 +45,7 @@ def _models() -> dict[str, DPCRNN]:
 
 def _global_batch() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return {view: torch.randn(WORLD * LOCAL_B, 4, c, 2, 32, 32, generator=g) for view, c in CHANNELS.items()}
+    return {view: torch.randint(0, 256, (WORLD * LOCAL_B, 4, c, 2, 32, 32), dtype=torch.uint8, generator=g) for view, c in CHANNELS.items()}
 
 
 class _ValClips(Dataset):
@@ -53,7 +53,7 @@ class _ValClips(Dataset):
 
     def __init__(self):
         g = torch.Generator().manual_seed(2)
-        self.clips = {view: torch.randn(3, 4, c, 2, 32, 32, generator=g) for view, c in CHANNELS.items()}
+        self.clips = {view: torch.randint(0, 256, (3, 4, c, 2, 32, 32), dtype=torch.uint8, generator=g) for view, c in CHANNELS.items()}
 
     def __len__(self) -> int:
         return 3

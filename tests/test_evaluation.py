@@ -27,22 +27,22 @@ torch.set_num_threads(1)
 
 
 class FixedLogits(nn.Module):
-    """Returns fixed logits per (video, group); the input's value encodes them as 10·video + group."""
+    """Returns fixed logits per (video, group); the input's mask level encodes them as 10·video + group."""
 
     def __init__(self, table: dict[tuple[int, int], list[float]]) -> None:
         super().__init__()
         self.table = table
 
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:
-        codes = blocks.flatten(1)[:, 0].round().long().tolist()
+        codes = (blocks.flatten(1)[:, 0] * 255).round().long().tolist()  # seg pixels arrive as level / 255
         return torch.tensor([self.table[(c // 10, c % 10)] for c in codes])
 
 
 def _items(groups_per_video: list[int], labels: list[int]) -> list[dict]:
     items = []
     for v, (g, label) in enumerate(zip(groups_per_video, labels)):
-        codes = torch.tensor([10.0 * v + k for k in range(g)]).view(g, 1, 1, 1, 1, 1)  # [G, N, C, SL, H, W]
-        items.append({"imgs": codes, "label": label, "index": v})
+        codes = torch.tensor([10 * v + k for k in range(g)], dtype=torch.uint8).view(g, 1, 1, 1, 1, 1)  # [G, N, C, SL, H, W]
+        items.append({"seg": codes, "label": label, "index": v})
     return items
 
 
@@ -56,7 +56,7 @@ def test_fixed_classifier_gives_hand_computed_top1_top5_and_mean_class():
         (3, 0): [0, 0, 9, 0, 0, 0],  # label 2 ranked 1st
     }
     labels = [0, 1, 1, 2]
-    probs, got_labels, indices = predict_videos(FixedLogits(table), _items([2, 1, 1, 1], labels), "imgs", batch_size=1)
+    probs, got_labels, indices = predict_videos(FixedLogits(table), _items([2, 1, 1, 1], labels), "seg", batch_size=1)
     assert probs.shape == (4, 6) and np.allclose(probs.sum(axis=1), 1, atol=1e-6)
     assert got_labels.tolist() == labels and indices.tolist() == [0, 1, 2, 3]
     # softmax of [5,0,0,0,0,0] and [-5,1,0,0,0,0], averaged, by hand:
@@ -155,8 +155,8 @@ def test_extract_video_features_pools_normalises_and_averages_groups():
         value = blocks.flatten(1)[:, 0]
         return torch.stack([value, 1 - value], dim=1).view(-1, 1, 2, 1, 1).expand(-1, 3, 2, 1, 1)
 
-    items = [{"imgs": torch.tensor([1.0, 0.0]).view(2, 1, 1, 1, 1, 1), "label": 4, "index": 0}]
-    feats, labels = extract_video_features(encode, items, "imgs", batch_size=1)
+    items = [{"seg": torch.tensor([255, 0], dtype=torch.uint8).view(2, 1, 1, 1, 1, 1), "label": 4, "index": 0}]  # mask levels 1, 0
+    feats, labels = extract_video_features(encode, items, "seg", batch_size=1)
     # groups give unit vectors [1, 0] and [0, 1]; their average is [0.5, 0.5]
     assert np.allclose(feats, [[0.5, 0.5]]) and labels.tolist() == [4]
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_dataset import write_view_frame
+from tiny_dataset import as_model_input, write_view_frame
 from torch.utils.data import DataLoader
 
 from utils import video_data as vd
@@ -84,7 +84,7 @@ def test_reduced_decoding_gives_the_clip_of_full_decoding(videos, train):
         reduced.set_epoch(epoch)
         full.set_epoch(epoch)
         for index in range(len(videos)):
-            a, b = reduced[index], full[index]
+            a, b = as_model_input(reduced[index]), as_model_input(full[index])
             for view in VIEWS4:
                 assert a[view].shape == b[view].shape
                 # In grey levels: RGB is normalised by std ~0.225, the other views are 0-1.

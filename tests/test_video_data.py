@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_dataset import write_view_frame
+from tiny_dataset import as_model_input, write_view_frame
 
 from utils import frame_reader
 from utils.clip_sampling import clip_indices, video_group_indices
@@ -150,7 +150,7 @@ def test_clip_dataset_uses_the_same_frames_and_crop_for_every_view(tmp_path):
     # One colour draw per clip keeps the RGB frames' order of brightness (a draw per frame would not).
     ds = MultiViewClipDataset(entries, views, sizes, num_seq=3, seq_len=2, ds=2, train=True, hflip=True, seed=0,
                               colour_jitter="clip")
-    item = ds[0]
+    item = as_model_input(ds[0])
     assert item["label"] == 0 and item["index"] == 0
     for view in views:
         assert item[view].shape == (3, VIEWS[view].channels, 2, sizes[view], sizes[view])
@@ -160,10 +160,10 @@ def test_clip_dataset_uses_the_same_frames_and_crop_for_every_view(tmp_path):
     rgb = item["imgs"][:, 0].mean(dim=(-1, -2))  # normalised, but monotone in the index
     assert torch.all(rgb.reshape(-1).diff() > 0)
     assert torch.all((seg_frames - flow_frames).abs() <= 1)  # heatmaps are every other frame
-    again = ds[0]
+    again = as_model_input(ds[0])
     assert torch.equal(again["imgs"], item["imgs"])
     ds.set_epoch(1)
-    assert not torch.equal(ds[0]["imgs"], item["imgs"])
+    assert not torch.equal(as_model_input(ds[0])["imgs"], item["imgs"])
 
 
 def test_clip_dataset_crop_lines_up_across_resolutions(tmp_path):
@@ -182,7 +182,7 @@ def test_clip_dataset_crop_lines_up_across_resolutions(tmp_path):
                               num_seq=2, seq_len=2, ds=1, train=True, hflip=True)
     for epoch in range(6):
         ds.set_epoch(epoch)
-        item = ds[0]
+        item = as_model_input(ds[0])
         row = item["imgs"][0, 0, 0].mean(dim=0)  # columns of the (possibly flipped, jittered) crop
         rgb_white = row > (row.max() + row.min()) / 2
         seg_white = item["seg"][0, 0, 0].mean(dim=0) > 0.5
@@ -193,7 +193,7 @@ def test_clip_dataset_crop_lines_up_across_resolutions(tmp_path):
 def test_group_dataset_shapes(tmp_path):
     entries = [VideoEntry(_write_video(tmp_path, "Run", "v1", n=25), 25, 0)]
     ds = VideoGroupDataset(entries, ["imgs", "kphm"], {"imgs": 16, "kphm": 8}, num_seq=2, seq_len=3, ds=2)
-    item = ds[0]
+    item = as_model_input(ds[0])
     groups = video_group_indices(25, 2, 3, 2)
     assert item["imgs"].shape == (len(groups), 2, 3, 3, 16, 16)
     assert item["kphm"].shape == (len(groups), 2, 17, 3, 8, 8)

@@ -16,12 +16,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.augmentation import model_input
 from utils.layout import FLOW_Y
 from utils.views import VIEWS, view_dir
 
 LEVEL = 8  # grey level per frame index; frames 1..30 stay below 255
 RGB_HW = (48, 64)  # RGB and flow are stored at this size, heatmaps and masks at half of it
 MAP_HW = (24, 32)
+
+
+def as_model_input(item: dict) -> dict:
+    """A dataset item with every view's uint8 blocks made the encoder's float (on the CPU)."""
+    return {key: model_input(value, key, "cpu") if key in VIEWS else value for key, value in item.items()}
 
 
 def ramp(h: int, w: int) -> np.ndarray:

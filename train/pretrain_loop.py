@@ -26,6 +26,7 @@ from train.diagnostics import cpc_parts, similarity_agreement, term_gradient_nor
 from train.losses import CoConLossConfig, cocon_loss, cocon_terms, pool_blocks, total_loss
 from train.pretrain_flags import DEBUG_BATCHES
 from train.pretrain_run import TrainState
+from utils.augmentation import model_input
 from utils.distributed import DistInfo, all_gather_with_grad, first_occurrences, is_main_process, unwrap
 from utils.embedding import clip_embedding
 from utils.errors import check_finite
@@ -68,7 +69,7 @@ def forward_views(
     outputs = {}
     for view, model in models.items():
         with autocast(device, amp_dtype):
-            pred, feature = model(batch[view].to(device, non_blocking=True))
+            pred, feature = model(model_input(batch[view], view, device))
         outputs[view] = (all_gather_with_grad(pred.float()), all_gather_with_grad(feature.float()))
     return outputs
 

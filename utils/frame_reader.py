@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -117,6 +117,20 @@ def read_stored(folder: str | Path, view: str, index: int, reduce: int = 1) -> n
     if view == "kphm":
         return _read_npz(path, files).transpose(1, 2, 0)
     return _read_npz(path, files)[..., None]
+
+
+def decode_each(folder: Path, view: str, indices: Sequence[int], reduce: int = 1) -> Iterator[np.ndarray]:
+    """:func:`read_stored` of each of ``indices``, one frame per step of the iterator.
+
+    Raises:
+        DataError: a frame differs in size from the first (:func:`check_same_size`).
+    """
+    first = None
+    for index in indices:
+        frame = read_stored(folder, view, int(index), reduce)
+        first = frame if first is None else first
+        check_same_size((first, frame), folder, view, (int(indices[0]), int(index)))
+        yield frame
 
 
 def read_frame(folder: Path, view: str, index: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +27,16 @@ from utils.augmentation import (
     center_square,
     crop_resize_uint8,
     random_sized_crop,
-    to_float,
+    to_blocks_uint8,
 )
 from utils.clip_sampling import check_clip_length, clip_indices, video_group_indices
 from utils.frame_reader import (
     FrameReader,
-    check_same_size,
+    decode_each,
     decode_reduction,
     is_jpeg_view,
     list_present,
     nearest_present,
-    read_stored,
     smallest_crop_side,
     stored_size,
     warn_distant_fill,
@@ -125,7 +124,8 @@ class _ViewsDataset(Dataset, abc.ABC):
 
     Frames are decoded at reduced resolution where the smallest crop the dataset can take keeps
     at least the output size (:func:`~utils.frame_reader.decode_reduction`), cropped and resized in uint8, augmented in
-    uint8, and converted to float once, already cut into blocks.
+    uint8, and handed over as uint8 blocks: the model's side makes them float
+    (:func:`~utils.augmentation.model_input`).
     """
 
     random_crops = False  # random-sized crops (else the centred square): the smallest crop bounds the reduction
@@ -164,20 +164,19 @@ class _ViewsDataset(Dataset, abc.ABC):
         side = smallest_crop_side(*full_hw, self.random_crops, self.crop_scale, self.crop_ratio)
         return decode_reduction(side, self.sizes[view])
 
-    def _decode(self, folder: Path, view: str, unique: np.ndarray) -> tuple[list[np.ndarray], tuple[int, int]]:
-        """The stored frames ``unique`` of ``view`` in ``folder`` at the view's reduction, and their full size."""
-        full_hw = stored_size(folder, view, int(unique[0])) if self.reduced_decoding and is_jpeg_view(view) else None
-        reduce = self.reduction(view, full_hw) if full_hw is not None else 1
-        frames = [read_stored(folder, view, int(i), reduce) for i in unique]
-        check_same_size(frames, folder, view, unique)
-        return frames, full_hw or frames[0].shape[:2]
+    def _decoder(self, folder: Path, view: str, unique: np.ndarray) -> tuple[Iterator[np.ndarray], tuple[int, int]]:
+        """The stored frames ``unique`` of ``view`` in ``folder``, decoded at the view's reduction one at a time
+        as they are taken (:func:`~utils.frame_reader.decode_each`), and their stored size."""
+        full_hw = stored_size(folder, view, int(unique[0]))
+        return decode_each(folder, view, unique, self.reduction(view, full_hw)), full_hw
 
-    def _load(self, index: int, view: str, frames: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
+    def _load(self, index: int, view: str, frames: np.ndarray) -> tuple[Iterable[np.ndarray], np.ndarray, tuple[int, int]]:
         """``view``'s frames nearest to the 1-based ``frames`` of video ``index``.
 
         Returns:
-            the distinct decoded frames, the position among them of each requested frame, and the
-            stored size before any reduction.
+            the distinct frames, decoded only as they are taken (each is cropped and resized right
+            after it is decoded, so a sample never holds all its full-size frames at once); the
+            position among them of each requested frame; and the stored size before any reduction.
         """
         if self.cache is not None:
             cached = self.cache[(index, view)]
@@ -185,7 +184,7 @@ class _ViewsDataset(Dataset, abc.ABC):
             return [cached.frames[i] for i in np.searchsorted(cached.indices, unique)], inverse, cached.full_hw
         folder = view_dir(self.entries[index].frame_dir, view)
         unique, inverse = self.reader.nearest(folder, view, frames)
-        decoded, full_hw = self._decode(folder, view, unique)
+        decoded, full_hw = self._decoder(folder, view, unique)
         return decoded, inverse, full_hw
 
     def _read(self, index: int, frames: np.ndarray) -> tuple[dict[str, tuple], float]:
@@ -196,7 +195,7 @@ class _ViewsDataset(Dataset, abc.ABC):
 
     def _transform(self, loaded: dict[str, tuple], geometry: ClipGeometry, rng: np.random.Generator | None,
                    colour_jitter: str = "frame") -> dict[str, torch.Tensor]:
-        """Each view through its pipeline, cut into blocks: float ``[K/SL, C, SL, S, S]``."""
+        """Each view through its pipeline, cut into blocks: uint8 ``[K/SL, C, SL, S, S]``."""
         out = {}
         for view in self.views:
             decoded, inverse, _ = loaded[view]
@@ -204,7 +203,7 @@ class _ViewsDataset(Dataset, abc.ABC):
             if len(inverse) != len(small) or np.any(inverse != np.arange(len(inverse))):
                 small = small[inverse]
             clip = augment_uint8(small, VIEWS[view], geometry.flip, rng, bgr=view == "imgs", colour_jitter=colour_jitter)
-            out[view] = to_float(clip, VIEWS[view], self.seq_len)
+            out[view] = to_blocks_uint8(clip, self.seq_len)
         return out
 
     def _cache_video(self, index: int) -> dict[str, CachedFrames]:
@@ -215,8 +214,8 @@ class _ViewsDataset(Dataset, abc.ABC):
             folder = view_dir(frame_dir, view)
             unique, inverse = nearest_present(list_present(folder, view), frames)
             warn_distant_fill(folder, view, frames, unique[inverse])
-            decoded, full_hw = self._decode(folder, view, unique)
-            out[view] = CachedFrames(unique, np.stack(decoded), full_hw)
+            decoded, full_hw = self._decoder(folder, view, unique)
+            out[view] = CachedFrames(unique, np.stack(list(decoded)), full_hw)
         return out
 
     def estimate_cache_bytes(self, sample: int = 32) -> int:
@@ -258,7 +257,8 @@ class _ViewsDataset(Dataset, abc.ABC):
 class MultiViewClipDataset(_ViewsDataset):
     """One clip per video per epoch, every requested view on the same frames and the same crop.
 
-    Each item is ``{view: float [N, C, SL, S, S], "label": int, "index": int}``. Random draws come
+    Each item is ``{view: uint8 [N, C, SL, S, S], "label": int, "index": int}`` (see
+    :func:`~utils.augmentation.model_input` for the encoder's float). Random draws come
     from ``(seed, epoch, index)``, so a run is repeatable and a resumed run sees the same data.
 
     Args:
@@ -329,7 +329,7 @@ class MultiViewClipDataset(_ViewsDataset):
 class VideoGroupDataset(_ViewsDataset):
     """Whole videos for testing: every group of blocks of a video, centre-cropped, no augmentation.
 
-    Each item is ``{view: float [G, N, C, SL, S, S], "label": int, "index": int}``; ``G`` differs
+    Each item is ``{view: uint8 [G, N, C, SL, S, S], "label": int, "index": int}``; ``G`` differs
     between videos, so load with ``batch_size=1`` (or a collate that keeps a list).
     """
 

@@ -4,35 +4,30 @@ from __future__ import annotations
 import torch
 from torchvision.utils import make_grid
 
-from utils.augmentation import IMAGENET_MEAN, IMAGENET_STD
 from utils.views import VIEWS
 
 
 def view_to_rgb(frames: torch.Tensor, view: str) -> torch.Tensor:
     """Frames of one view as displayable RGB.
 
-    RGB is de-normalised; flow (about -0.5..0.5) puts x in red and y in green; keypoint heatmaps
-    show the max over joints and masks their value, both in gray.
+    RGB shows as it is; flow (128 = no motion) puts x in red and y in green; keypoint heatmaps show
+    the max over joints and masks their value, both in gray.
 
     Args:
-        frames: float ``[T, C, H, W]`` as the dataset returns them.
+        frames: uint8 ``[T, C, H, W]`` as the loaders return them.
         view: the view's name.
 
     Returns:
         float ``[T, 3, H, W]`` in 0-1.
     """
-    frames = frames.detach().float().cpu()
+    frames = frames.detach().cpu().float() / 255
     if view == "imgs":
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        rgb = frames * std + mean
-    elif VIEWS[view].is_flow:
-        xy = frames[:, :2] + 0.5
-        rgb = torch.cat([xy, torch.zeros_like(xy[:, :1])], dim=1)
-    else:
-        gray = frames.amax(dim=1, keepdim=True)  # heatmaps: max over joints; masks: one channel
-        rgb = gray.expand(-1, 3, -1, -1)
-    return rgb.clamp(0, 1)
+        return frames
+    if VIEWS[view].is_flow:
+        xy = frames[:, :2]
+        return torch.cat([xy, torch.zeros_like(xy[:, :1])], dim=1)
+    gray = frames.amax(dim=1, keepdim=True)  # heatmaps: max over joints; masks: one channel
+    return gray.expand(-1, 3, -1, -1)
 
 
 def clip_grid(clip: torch.Tensor, view: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from utils.augmentation import model_input
 from utils.embedding import clip_embedding
 from utils.precision import autocast
 
@@ -32,7 +33,7 @@ def _group_means(model: Callable[[torch.Tensor], torch.Tensor], items: Iterable[
         groups = []
         for start in range(0, item[view].shape[0], batch_size):
             with autocast(device, amp_dtype):
-                output = model(item[view][start : start + batch_size].to(device))
+                output = model(model_input(item[view][start : start + batch_size], view, device))
             groups.append(per_group(output.float()))
         means.append(torch.cat(groups).mean(dim=0).cpu())
         labels.append(int(item["label"]))
