@@ -30,9 +30,9 @@ cv2.setNumThreads(1)
 
 # Reduced-resolution decoding: libjpeg scales in the DCT, so a 1/2, 1/4 or 1/8 decode skips most of
 # the work of a full one (for other formats OpenCV decodes fully, then resizes).
-_COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+COLOR_DECODE_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                 8: cv2.IMREAD_REDUCED_COLOR_8}
-_GRAY_FLAGS = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+GRAY_DECODE_FLAGS = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 REDUCTIONS = (8, 4, 2, 1)
 # JPEG start-of-frame markers (SOF0..SOF15 except DHT, JPG and DAC), which carry the frame size.
@@ -109,10 +109,10 @@ def read_stored(folder: str | Path, view: str, index: int, reduce: int = 1) -> n
     files = VIEWS[view].files
     path = f"{folder}{os.sep}{files.name(index)}"  # pathlib joins cost more than small decodes
     if view == "imgs":
-        return _read_image(path, _COLOR_FLAGS[reduce])
+        return _read_image(path, COLOR_DECODE_FLAGS[reduce])
     if VIEWS[view].is_flow:
-        x = _read_image(path, _GRAY_FLAGS[reduce])
-        y = _read_image(f"{folder}{os.sep}{FLOW_Y.name(index)}", _GRAY_FLAGS[reduce])
+        x = _read_image(path, GRAY_DECODE_FLAGS[reduce])
+        y = _read_image(f"{folder}{os.sep}{FLOW_Y.name(index)}", GRAY_DECODE_FLAGS[reduce])
         return cv2.merge([x, y])
     if view == "kphm":
         return _read_npz(path, files).transpose(1, 2, 0)
