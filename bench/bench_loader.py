@@ -7,8 +7,9 @@ Figures, each the median over ``--samples`` turns of a few calls in a row (the f
 a change in the machine's load hits them alike), on one thread as in a DataLoader worker:
 - sample / decode: one training sample (random clip start, crop, flip, colour jitter, imgs + flow)
   over decoding the same JPEG files at full resolution with cv2 (goals: <= 1.25 at 128 px; <= 0.75
-  at 64 px, which only decoding at reduced resolution can reach);
-- the JPEG decode reduction each view got, and the same sample with reduced decoding off;
+  at 64 px, where the JPEGs are decoded at reduced resolution);
+- the JPEG decode reduction each view got, the time of decoding the JPEGs so alone (over in full),
+  and the same sample with reduced decoding off;
 - a sample from the in-memory frame cache (``--cache_frames``) and the cache's memory.
 """
 from __future__ import annotations
