@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.augmentation import add_colour_jitter_flag
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
 from utils.files import atomic_write, write_json
@@ -66,9 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
     model.add_argument("--temp_division", default="once", choices=("twice", "once"),
                        help="CPC scores <p, z>/T^2 (twice, the original's) or /T (once)")
-    model.add_argument("--colour_jitter", default="frame", choices=("frame", "clip"),
-                       help="RGB colour jitter and grayscale in pretraining and fine-tuning: a draw per frame (the "
-                            "original's) or one per clip")
+    add_colour_jitter_flag(model)
     model.add_argument("--epochs", type=int, default=8, help="pretraining epochs (CoCon and DPC alike)")
     model.add_argument("--ft_epochs", type=int, default=0,
                        help="fine-tuning epochs of every encoder, then whole-video test and the view ensemble (0: frozen "

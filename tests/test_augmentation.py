@@ -1,9 +1,11 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from utils.augmentation import (
     _LUMA,
+    _float_affine,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipGeometry,
@@ -251,3 +253,16 @@ def test_view_to_rgb_shows_stored_pixels():
     assert torch.equal(rgb[0, :, 0, 0], torch.zeros(3))
     image = torch.tensor([10, 20, 30], dtype=torch.uint8).view(1, 3, 1, 1)
     assert torch.allclose(view_to_rgb(image, "imgs")[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255)
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_model_input_rounds_every_level_as_opencv_did(view):
+    # The README's results were made with OpenCV's uint8 -> float conversion; the same bits keep them repeatable.
+    channels = VIEWS[view].channels
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 1, 256).repeat(1, channels, 1, 1, 1)
+    out = model_input(levels, view, "cpu")
+    scale, shift = _float_affine(VIEWS[view], channels)
+    for c in range(channels):
+        plane = levels[0, c, 0].numpy()
+        expected = cv2.addWeighted(plane, float(scale[c]), plane, 0.0, -float(shift[c]), dtype=cv2.CV_32F)
+        assert np.array_equal(out[0, c, 0].numpy(), expected), (view, c)

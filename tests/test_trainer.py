@@ -231,9 +231,7 @@ def test_nan_loss_stops_naming_view_and_term(csv_root, tmp_path):
 
 @pytest.mark.slow
 def test_training_lowers_the_loss(csv_root, tmp_path):
-    # Batches of 2 at the default --lr 1e-3 make the loss jump from epoch to epoch (a last epoch above the first
-    # for some float roundings of the input); at 3e-4 it falls steadily (seeds 0-2: last/first 0.45-0.68).
-    exp = main(_args(csv_root, tmp_path, "--epochs", "4", "--sampling", "center", "--lr", "3e-4"))["exp_dir"]
+    exp = main(_args(csv_root, tmp_path, "--epochs", "4", "--sampling", "center"))["exp_dir"]
     first, last = _history(exp)[0]["train"], _history(exp)[-1]["train"]
     assert last["total"] < 0.85 * first["total"]
     assert last["cpc/imgs"] + last["cpc/flow"] < 0.7 * (first["cpc/imgs"] + first["cpc/flow"])

@@ -424,7 +424,9 @@ def normalise_input(x: torch.Tensor, view: View, channel_dim: int = -4) -> torch
     scale, shift = _float_affine(view, x.shape[channel_dim])
     shape = [1] * x.dim()
     shape[channel_dim] = -1
-    return x.float().mul_(scale.to(x.device).view(shape)).sub_(shift.to(x.device).view(shape))
+    # One multiply-add, rounded once: bit for bit the float32 of the earlier OpenCV conversion (cv2.addWeighted),
+    # so runs repeat the published figures; a multiply then a subtract differs in the last bit for most pixels.
+    return torch.addcmul(-shift.to(x.device).view(shape), x.float(), scale.to(x.device).view(shape))
 
 
 def model_input(x: torch.Tensor, view: str, device: torch.device | str) -> torch.Tensor:

@@ -7,6 +7,7 @@ picks, through :mod:`utils.frame_reader`, and augments every view of a sample wi
 from __future__ import annotations
 
 import abc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -167,8 +168,12 @@ class _ViewsDataset(Dataset, abc.ABC):
     def _decoder(self, folder: Path, view: str, unique: np.ndarray) -> tuple[Iterator[np.ndarray], tuple[int, int]]:
         """The stored frames ``unique`` of ``view`` in ``folder``, decoded at the view's reduction one at a time
         as they are taken (:func:`~utils.frame_reader.decode_each`), and their stored size."""
-        full_hw = stored_size(folder, view, int(unique[0]))
-        return decode_each(folder, view, unique, self.reduction(view, full_hw)), full_hw
+        if self.reduced_decoding and is_jpeg_view(view):  # the reduction needs the size first: the JPEG header has it
+            full_hw = stored_size(folder, view, int(unique[0]))
+            return decode_each(folder, view, unique, self.reduction(view, full_hw)), full_hw
+        frames = decode_each(folder, view, unique)
+        first = next(frames)
+        return itertools.chain([first], frames), first.shape[:2]
 
     def _load(self, index: int, view: str, frames: np.ndarray) -> tuple[Iterable[np.ndarray], np.ndarray, tuple[int, int]]:
         """``view``'s frames nearest to the 1-based ``frames`` of video ``index``.
