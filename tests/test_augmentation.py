@@ -5,10 +5,10 @@ import torch
 
 from utils.augmentation import (
     _LUMA,
-    _float_affine,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipGeometry,
+    _float_affine,
     _hue_rotations,
     apply_colour_transform,
     center_square,
