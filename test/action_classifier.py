@@ -1,8 +1,10 @@
 """The action classifier fine-tuned on a pretrained CoCon/DPC encoder (DPC's ``LC``).
 
 Blocks ``[B, N, C, SL, H, W]`` → :meth:`train.model_3d.ClipEncoder.encode` (the pretraining encoder's
-own code) → ReLU → ConvGRU over the N blocks → last hidden state, spatial average → BatchNorm1d →
-dropout → linear → logits ``[B, K]``. The submodules ``backbone`` and ``agg`` are the encoder's, so
+own code: backbone, time pooling) → ConvGRU over the N blocks → last hidden state, spatial average →
+BatchNorm1d → dropout → linear → logits ``[B, K]``. As in the original CoCon, the GRU reads the maps as
+they are (``gru_input="maps"``); ``"relu_l2"`` is this repo's earlier variant (ReLU and L2 normalisation
+before the GRU). The submodules ``backbone`` and ``agg`` are the encoder's, so
 pretrained keys load; ``final_bn`` and ``final_fc`` are DPC's names for the head.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import nn
 from train.model_3d import ClipEncoder
 
 TRAIN_WHAT = ("all", "ft", "last")
+GRU_INPUTS = ("maps", "relu_l2")
 
 
 class ActionClassifier(ClipEncoder):
@@ -24,14 +27,17 @@ class ActionClassifier(ClipEncoder):
         num_seq: blocks per clip.
         num_classes: K.
         dropout: dropout before the linear layer.
-        l2_norm: L2-normalise the block features over D before the GRU, as pretraining did, so a
-            pretrained GRU sees inputs of the scale it was trained on.
+        gru_input: what the GRU reads: ``maps``, the time-pooled backbone maps as they are (the original's),
+            or ``relu_l2``, their ReLU, L2-normalised over D.
     """
 
     def __init__(self, backbone: str = "resnet18", in_channels: int = 3, img_dim: int = 128, seq_len: int = 5,
-                 num_seq: int = 8, num_classes: int = 101, dropout: float = 0.5, l2_norm: bool = True,
+                 num_seq: int = 8, num_classes: int = 101, dropout: float = 0.5, gru_input: str = "maps",
                  track_running_stats: bool = True) -> None:
-        super().__init__(backbone, in_channels, img_dim, seq_len, l2_norm, track_running_stats)
+        if gru_input not in GRU_INPUTS:
+            raise ValueError(f"--gru_input must be one of {GRU_INPUTS}, got {gru_input!r}")
+        super().__init__(backbone, in_channels, img_dim, seq_len, gru_input == "relu_l2", track_running_stats)
+        self.gru_input = gru_input
         self.num_seq = num_seq
         d = self.feature_size
         self.final_bn = nn.BatchNorm1d(d)
@@ -43,7 +49,10 @@ class ActionClassifier(ClipEncoder):
 
     def forward(self, block: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K]`` of blocks ``[B, N, C, SL, H, W]``."""
-        _, hidden = self.agg(F.relu(self.encode(block)))  # [B, layers, D, s, s]
+        maps = self.encode(block)  # [B, N, D, s, s], L2-normalised with relu_l2
+        if self.gru_input == "relu_l2":
+            maps = F.relu(maps)
+        _, hidden = self.agg(maps)  # [B, layers, D, s, s]
         context = hidden[:, -1].mean(dim=(2, 3))  # [B, D]
         return self.final_fc(self.final_bn(context))
 

@@ -20,14 +20,14 @@ from utils.views import VIEWS, view_backbone
 from utils.whole_video import predict_videos
 
 # Flags that shape the classifier or its test clips; a fine-tuned checkpoint records them in "args".
-_CLASSIFIER_FLAGS = ("net", "img_dim", "seq_len", "num_seq", "ds", "l2_norm")
+_CLASSIFIER_FLAGS = ("net", "img_dim", "seq_len", "num_seq", "ds", "gru_input")
 
 
 def build_classifier(args: argparse.Namespace, num_classes: int, track_running_stats: bool) -> ActionClassifier:
     """A randomly initialised classifier of ``--modality`` with the model flags.
 
     Args:
-        args: the parsed flags (``net``, ``modality``, ``img_dim``, ``seq_len``, ``num_seq``, ``dropout``, ``l2_norm``).
+        args: the parsed flags (``net``, ``modality``, ``img_dim``, ``seq_len``, ``num_seq``, ``dropout``, ``gru_input``).
         num_classes: K, the classes of ``classInd.txt``.
         track_running_stats: BatchNorm running statistics in the backbone
             (see :func:`eval_setup.pretrain_running_stats`).
@@ -35,7 +35,7 @@ def build_classifier(args: argparse.Namespace, num_classes: int, track_running_s
     return ActionClassifier(
         backbone=view_backbone(args.modality, args.net), in_channels=VIEWS[args.modality].channels,
         img_dim=view_size(args), seq_len=args.seq_len, num_seq=args.num_seq, num_classes=num_classes,
-        dropout=args.dropout, l2_norm=args.l2_norm, track_running_stats=track_running_stats,
+        dropout=args.dropout, gru_input=args.gru_input, track_running_stats=track_running_stats,
     )
 
 

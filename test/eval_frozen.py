@@ -54,6 +54,8 @@ PROTOCOLS = ("retrieval", "linear_probe", "qualitative")
 
 def add_flags(groups: Groups) -> None:
     """The frozen-encoder protocols and their settings."""
+    groups["model"].add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True,
+                                 help="the encoder L2-normalises its block maps, as pretraining with --l2_norm did")
     evaluation = groups["evaluation"]
     evaluation.add_argument("--retrieval", action=argparse.BooleanOptionalAction, default=False,
                             help="recall@k of test videos against train videos with the frozen --pretrain encoder")

@@ -46,8 +46,6 @@ def add_encoder_flags(groups: Groups) -> None:
     model.add_argument("--seq_len", type=int, default=5, help="frames per block")
     model.add_argument("--num_seq", type=int, default=8, help="blocks per clip (and per test group)")
     model.add_argument("--ds", type=int, default=3, help="frame stride")
-    model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True,
-                       help="L2-normalise block features before the GRU, as pretraining did")
     model.add_argument("--pretrain", default=None, help="encoder checkpoint to start from, or 'random'")
 
     data = groups["data"]

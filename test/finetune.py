@@ -41,7 +41,7 @@ from utils.views import view_backbone
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
-from action_classifier import TRAIN_WHAT, parameter_groups, set_trainable  # noqa: E402
+from action_classifier import GRU_INPUTS, TRAIN_WHAT, parameter_groups, set_trainable  # noqa: E402
 from classifier_test import build_classifier, test_checkpoint, test_classifier  # noqa: E402
 from eval_setup import (  # noqa: E402
     Groups,
@@ -62,6 +62,9 @@ from eval_setup import (  # noqa: E402
 def add_flags(groups: Groups) -> None:
     """The flags of fine-tuning and of ``--test``."""
     groups["model"].add_argument("--dropout", type=float, default=0.5, help="dropout before the linear layer")
+    groups["model"].add_argument("--gru_input", default="maps", choices=GRU_INPUTS,
+                                 help="what the classifier's GRU reads: the backbone's time-pooled maps as they are "
+                                      "(maps, the original's) or their ReLU, L2-normalised (relu_l2, a variant)")
     data = groups["data"]
     data.add_argument("--val_fraction", type=float, default=0.1,
                       help="share of each class of the train split held out for validation")

@@ -14,12 +14,12 @@ def maps(*shape: int, seed: int) -> torch.Tensor:
 
 def test_block_similarities_are_cosines_of_pooled_blocks():
     feature = maps(2, 3, 4, 2, 2, seed=0)
-    sim = block_similarities(feature)
+    sim = block_similarities(feature, "avg")
     assert sim.shape == (6, 6)
-    torch.testing.assert_close(sim.diagonal(), torch.ones(6))
+    torch.testing.assert_close(sim.diagonal(), torch.ones(6), atol=2e-4, rtol=0)  # norms here are >= 0.1
     u = nn.functional.normalize(feature[1, 2].mean(dim=(1, 2)), dim=0)
     v = nn.functional.normalize(feature[0, 1].mean(dim=(1, 2)), dim=0)
-    assert sim[5, 1].item() == pytest.approx(float(u @ v), abs=1e-6)
+    assert sim[5, 1].item() == pytest.approx(float(u @ v), abs=2e-4)
 
 
 def test_agreement_is_one_for_the_same_geometry_and_low_for_unrelated_views():

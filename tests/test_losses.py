@@ -102,6 +102,49 @@ def test_pool_blocks_hand_case():
         pool_blocks(feature, "median")
 
 
+def _ramp_map(side: int) -> torch.Tensor:
+    """[1, 1, 2, side, side]: channel 0 holds 0, 1, ... row by row, channel 1 its negative."""
+    ramp = torch.arange(side * side, dtype=torch.float32).reshape(side, side)
+    return torch.stack([ramp, -ramp]).reshape(1, 1, 2, side, side)
+
+
+def _unit(*values: float) -> torch.Tensor:
+    vector = torch.tensor(values)
+    return vector / (vector.norm() + 1e-5)
+
+
+def test_original_pooling_of_a_4x4_map():
+    # 2x2 max-pool cells of 0..15: 5, 7, 13, 15 -> mean 10; of -(0..15): 0, -2, -8, -10 -> mean -5.
+    feature = _ramp_map(4)
+    torch.testing.assert_close(pool_blocks(feature, "original")[0, 0], _unit(10.0, -5.0))
+    torch.testing.assert_close(pool_blocks(feature, "avg")[0, 0], _unit(7.5, -7.5))
+    torch.testing.assert_close(pool_blocks(feature, "max")[0, 0], _unit(15.0, 0.0))
+
+
+def test_original_pooling_of_a_7x7_map():
+    # 0..48 = 7r + c. Max-pool 2, stride 2, padding 1 keeps rows/columns 0, 2, 4, 6; the next max-pool keeps
+    # 2 and 6: 16, 20, 44, 48 -> mean 32. For -(7r + c) the windows' first rows/columns win: 0, 1, 3, 5, then
+    # 0 and 3: 0, -3, -21, -24 -> mean -12.
+    feature = _ramp_map(7)
+    torch.testing.assert_close(pool_blocks(feature, "original")[0, 0], _unit(32.0, -12.0))
+    torch.testing.assert_close(pool_blocks(feature, "avg")[0, 0], _unit(24.0, -24.0))
+
+
+@pytest.mark.parametrize("side", [1, 2])
+def test_original_pooling_is_the_average_up_to_2x2(side):
+    feature = torch.randn(2, 3, 8, side, side, generator=torch.Generator().manual_seed(side))
+    torch.testing.assert_close(pool_blocks(feature, "original"), pool_blocks(feature, "avg"))
+
+
+@pytest.mark.parametrize("side, expected", [(3, (4.0, -2.0)), (5, (12.0, -3.0)), (6, (21.0, -7.0))])
+def test_original_pooling_of_sides_the_original_does_not_define(side, expected):
+    # The same rule: 2x2 max-pools, padded by 1 where the side is odd, down to 2x2, then the mean.
+    # 3: rows/columns {0}, {1, 2} -> 0 and 2 win for the ramp (0, 2, 6, 8), 0 and 1 for its negative.
+    # 5: -> 3x3 (0, 2, 4) -> 2x2 (0, 4): 0, 4, 20, 24; negative: (0, 1, 3) -> (0, 1): 0, -1, -5, -6.
+    # 6: -> 3x3 (1, 3, 5) -> 2x2 (1, 5): 7, 11, 31, 35; negative: (0, 2, 4) -> (0, 2): 0, -2, -12, -14.
+    torch.testing.assert_close(pool_blocks(_ramp_map(side), "original")[0, 0], _unit(*expected))
+
+
 def test_sync_and_coop_hand_case():
     # B=1, N=2, D=2.
     u = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])

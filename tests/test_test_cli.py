@@ -296,10 +296,10 @@ def _classifier_checkpoint(path: Path, channels: int, saved_args: dict, class_na
 
 def test_test_checkpoint_must_match_model_flags_and_classes(tree, tmp_path):
     args = _args(tree, "--modality", "imgs")
-    saved = {k: getattr(args, k) for k in ("net", "img_dim", "seq_len", "num_seq", "ds", "l2_norm")}
+    saved = {k: getattr(args, k) for k in ("net", "img_dim", "seq_len", "num_seq", "ds", "gru_input")}
     good = _classifier_checkpoint(tmp_path / "good.pth.tar", 3, saved, list(CLASSES))
     assert not classifier_test.load_classifier(good, args, list(CLASSES)).training
-    for flag, value in (("seq_len", 5), ("ds", 3), ("l2_norm", False), ("net", "resnet18")):
+    for flag, value in (("seq_len", 5), ("ds", 3), ("gru_input", "relu_l2"), ("net", "resnet18")):
         path = _classifier_checkpoint(tmp_path / f"{flag}.pth.tar", 3, {**saved, flag: value}, list(CLASSES))
         with pytest.raises(CheckpointError, match=f"--{flag} {value!r}, but --{flag} is {getattr(args, flag)!r}"):
             classifier_test.load_classifier(path, args, list(CLASSES))

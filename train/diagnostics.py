@@ -18,12 +18,13 @@ from torch import Tensor, nn
 from train.losses import cpc_logits, pool_blocks
 
 
-def block_similarities(feature: Tensor, pool: str = "avg") -> Tensor:
-    """Cosine similarities between all blocks of a batch, as the cooperative loss sees them.
+def block_similarities(feature: Tensor, pool: str = "original") -> Tensor:
+    """Cosine similarities between all blocks of a batch, as the cooperative loss sees them (its
+    normalisation adds 1e-5 to the norm, so the diagonal is 1 within about 1e-5 / ‖pooled block‖).
 
     Args:
         feature: one view's maps [B, N, D, s, s].
-        pool: "avg" or "max" over the s x s positions.
+        pool: pooling of the cross-view losses (see ``utils.embedding.pool_maps``).
 
     Returns:
         [B*N, B*N] cosine matrix, rows ordered (b, n).
@@ -41,7 +42,7 @@ def _pearson_off_diagonal(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def similarity_agreement(outputs: dict[str, tuple[Tensor, Tensor]], pool: str = "avg") -> dict[str, float]:
+def similarity_agreement(outputs: dict[str, tuple[Tensor, Tensor]], pool: str = "original") -> dict[str, float]:
     """``agree/<a>-<b>``: correlation of two views' block-similarity matrices (off the diagonal), per pair.
 
     Args:

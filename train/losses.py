@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from utils.embedding import l2_normalize, pool_maps
+
 TEMP_DIVISIONS = ("twice", "once")
 
 
@@ -102,25 +104,17 @@ def cpc_accuracy(logits: Tensor, topk: tuple[int, ...] = (1, 3)) -> list[float]:
         return [hits[:, :k].any(dim=1).float().mean().item() for k in topk]
 
 
-def pool_blocks(feature: Tensor, mode: str = "avg") -> Tensor:
-    """Pool each block's map to one L2-normalised vector.
+def pool_blocks(feature: Tensor, mode: str = "original") -> Tensor:
+    """Pool each block's map to one L2-normalised vector, for the cross-view terms.
 
     Args:
         feature: maps [B, N, D, s, s].
-        mode: "avg" or "max" pooling over the s x s positions.
+        mode: "original" (CoCon's), "avg" or "max"; see :func:`utils.embedding.pool_maps`.
 
     Returns:
         [B, N, D] unit vectors over D.
     """
-    if feature.dim() != 5:
-        raise ValueError(f"feature: expected a [B, N, D, s, s] tensor, got shape {tuple(feature.shape)}")
-    if mode == "avg":
-        pooled = feature.mean(dim=(-2, -1))
-    elif mode == "max":
-        pooled = feature.amax(dim=(-2, -1))
-    else:
-        raise ValueError(f"pool mode must be 'avg' or 'max', got {mode!r}")
-    return F.normalize(pooled, dim=-1)  # [B, N, D]
+    return l2_normalize(pool_maps(feature, mode), dim=-1)  # [B, N, D]
 
 
 def _flatten_blocks(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -174,13 +168,13 @@ class CoConLossConfig:
             original); 1.0 keeps raw dot products.
         msync_wt: weight of each view pair's sync loss (`--msync_wt`).
         dot_wt: weight of each view pair's cooperative loss (`--dot_wt`).
-        pool: "avg" or "max", how block maps are pooled for the cross-view terms.
+        pool: how block maps are pooled for the cross-view terms (``utils.embedding.POOL_MODES``).
     """
 
     temperature: float = 0.07**2
     msync_wt: float = 10.0
     dot_wt: float = 10.0
-    pool: str = "avg"
+    pool: str = "original"
 
 
 def cocon_terms(

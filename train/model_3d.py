@@ -3,7 +3,8 @@
 A clip of N blocks is encoded block by block into feature maps z ``[B, N, D, s, s]``. A ConvGRU
 reads the first N-P blocks and a small conv head predicts the maps of the last P blocks one at a
 time, each prediction fed back into the GRU. The CPC loss scores predictions against z[:, -P:];
-the cross-view losses pool z. Submodule names (``backbone``, ``agg``, ``network_pred``) match DPC
+the cross-view losses pool z. As in CoCon (unlike DPC, which applied a ReLU there), the GRU reads z and
+the fed-back predictions as they are. Submodule names (``backbone``, ``agg``, ``network_pred``) match DPC
 and the original CoCon, so their checkpoints load. :class:`ClipEncoder` (backbone, GRU and
 :meth:`ClipEncoder.encode`) is the part the fine-tuning classifier shares.
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from backbone.convrnn import ConvGRU
 from backbone.select_backbone import select_resnet
+from utils.embedding import l2_normalize
 from utils.precision import match_layout
 
 __all__ = ["ClipEncoder", "DPCRNN"]
@@ -66,7 +68,7 @@ class ClipEncoder(nn.Module):
             )
 
     def _normalize(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        return F.normalize(x, p=2, dim=dim) if self.l2_norm else x
+        return l2_normalize(x, dim=dim) if self.l2_norm else x
 
     def encode(self, block: torch.Tensor) -> torch.Tensor:
         """Encode every block of a clip, without prediction.
@@ -98,10 +100,13 @@ class DPCRNN(ClipEncoder):
             (``l2_norm`` also normalises hidden states and predictions).
         num_seq: blocks per clip (N).
         pred_step: future blocks to predict (P), in [1, num_seq - 1].
+        gru_relu: DPC's variant: a ReLU on the context maps and on each fed-back prediction before the GRU.
+            CoCon removed it (False, the default), so the GRU sees both signs of the unit vectors.
     """
 
     def __init__(self, backbone: str = "resnet18", in_channels: int = 3, img_dim: int = 128, seq_len: int = 5,
-                 num_seq: int = 8, pred_step: int = 3, l2_norm: bool = True, track_running_stats: bool = True) -> None:
+                 num_seq: int = 8, pred_step: int = 3, l2_norm: bool = True, track_running_stats: bool = True,
+                 gru_relu: bool = False) -> None:
         _check_pred_step(num_seq, pred_step)
         super().__init__(backbone, in_channels, img_dim, seq_len, l2_norm, track_running_stats)
         self.num_seq = num_seq
@@ -112,7 +117,7 @@ class DPCRNN(ClipEncoder):
             nn.ReLU(inplace=True),
             nn.Conv2d(d, d, kernel_size=1, padding=0),
         )
-        self.relu = nn.ReLU(inplace=False)
+        self.gru_input = nn.ReLU(inplace=False) if gru_relu else nn.Identity()
         _initialize_weights(self.network_pred)
 
     def forward(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +136,7 @@ class DPCRNN(ClipEncoder):
                 f"got block of shape {tuple(block.shape)}"
             )
         z = self.encode(block)  # [B, N, D, s, s], signed: the last backbone block has no ReLU
-        context = self.relu(z[:, : n - self.pred_step])  # DPC feeds the GRU with ReLU'd maps
+        context = self.gru_input(z[:, : n - self.pred_step])  # [B, N-P, D, s, s]
 
         _, hidden = self.agg(context)
         hidden = self._normalize(hidden[:, -1], dim=1)  # last layer: [B, D, s, s]
@@ -139,7 +144,7 @@ class DPCRNN(ClipEncoder):
         for _ in range(self.pred_step):
             p = self._normalize(self.network_pred(hidden), dim=1)  # [B, D, s, s]
             pred.append(p)
-            _, hidden = self.agg(self.relu(p).unsqueeze(1), hidden.unsqueeze(0))
+            _, hidden = self.agg(self.gru_input(p).unsqueeze(1), hidden.unsqueeze(0))
             hidden = self._normalize(hidden[:, -1], dim=1)
         return torch.stack(pred, dim=1), z  # [B, P, D, s, s], [B, N, D, s, s]
 

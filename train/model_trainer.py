@@ -67,7 +67,7 @@ def build_models(views: list[str], args: argparse.Namespace) -> dict[str, DPCRNN
     return {
         view: DPCRNN(
             view_backbone(view, args.net), VIEWS[view].channels, VIEWS[view].size(args.img_dim),
-            args.seq_len, args.num_seq, args.pred_step, args.l2_norm,
+            args.seq_len, args.num_seq, args.pred_step, args.l2_norm, gru_relu=args.gru_relu,
         )
         for view in views
     }

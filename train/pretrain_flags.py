@@ -7,6 +7,7 @@ from train.dataset_3d import SAMPLING_MODES
 from train.losses import TEMP_DIVISIONS
 from utils.augmentation import add_colour_jitter_flag
 from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, check_optimiser_flags
+from utils.embedding import POOL_MODES
 from utils.layout import REPO_ROOT
 from utils.views import VIEWS, parse_views
 
@@ -46,6 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--net", default="resnet18", help="RGB backbone (other views use at most resnet18)")
     model.add_argument("--pred_step", type=int, default=3, help="future blocks predicted (P)")
     model.add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise features and predictions")
+    model.add_argument("--gru_relu", action=argparse.BooleanOptionalAction, default=False,
+                       help="DPC's variant: a ReLU on the maps the predictor's GRU reads (CoCon feeds them as they are)")
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--temp", type=float, default=0.07, help="temperature T of the CPC scores (see --temp_division)")
@@ -54,7 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "original's), 'once' divides the score by T (a common variant); without --l2_norm scores are raw")
     loss.add_argument("--msync_wt", type=float, default=10.0, help="weight of each view pair's sync loss")
     loss.add_argument("--dot_wt", type=float, default=10.0, help="weight of each view pair's cooperative loss")
-    loss.add_argument("--pool", default="avg", choices=("avg", "max"), help="pooling of block maps for the cross-view losses")
+    loss.add_argument("--pool", default="original", choices=POOL_MODES,
+                      help="pooling of block maps for the cross-view losses: 'original' is CoCon's stack for the map size "
+                           "(average at 64 px, 2x2 max-pools then average at 128 and 224 px; see README), 'avg' and 'max' "
+                           "pool the whole map")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch_size", type=int, default=16, help="clips per GPU (per process under torchrun)")
