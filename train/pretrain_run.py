@@ -1,9 +1,17 @@
 """A pretraining run's folder and progress: the experiment's name, its opening, and the save and resume of
-every view's checkpoint (through :mod:`utils.run`, the run layer fine-tuning shares)."""
+every view's checkpoint (through :mod:`utils.run`, the run layer fine-tuning shares).
+
+A resumed run carries its settings: ``--resume <exp>`` (or its ``model/`` folder or a checkpoint) takes every
+flag from the run's newest args file (:func:`resume_flags`). A flag given on the command line that contradicts
+the recorded one is refused, except those a continued run may change (:data:`RESUME_FREE`, and
+:data:`RESUME_OVERRIDES`, which are logged and take effect: the optimiser gets the new ``--lr``/``--wd``).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,11 +19,25 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from train.pretrain_flags import get_args_parser
 from utils import run
 from utils.checkpoint import CheckpointError
+from utils.cli_options import given_flags
 from utils.distributed import is_main_process
+from utils.errors import UsageError
+from utils.views import VIEWS
 
 log = logging.getLogger("cocon.pretrain")
+
+# Flags a continued run may change, as given: how long and how it runs, not what it trains.
+RESUME_FREE = frozenset({"epochs", "start_epoch", "num_workers", "cache_frames", "print_freq", "vis_log_freq",
+                         "grad_diag_freq", "ft_freq", "debug", "keep_last", "gpu", "csv_root"})
+# Flags a continued run may change with a logged override that takes effect from its first epoch.
+RESUME_OVERRIDES = frozenset({"lr", "wd", "batch_size", "grad_accum", "amp"})
+# Flags that name the experiment folder: a resumed run continues in its own, so these keep the recorded values.
+RESUME_FOLDER = frozenset({"save_dir", "prefix", "notes"})
+# Not taken from the record: --resume, --start-epoch, and the initialisations a resumed run replaces by its checkpoints.
+_NOT_RECORDED = frozenset({"resume", "start_epoch"} | {f"{view}_restore_ckpt" for view in VIEWS})
 
 
 @dataclass
@@ -39,11 +61,80 @@ def experiment_dir(args: argparse.Namespace) -> Path:
     return Path(args.save_dir) / (f"{name}_{args.notes}" if args.notes else name)
 
 
-def open_experiment(exp_dir: Path, args: argparse.Namespace, resumed_epoch: int | None) -> run.EventLog:
-    """Rank 0: create the folders, remove what killed runs left, record the flags (``args.json``, or
-    ``args_resume<epoch>.json`` on resume, keeping the original) and open the TensorBoard event log."""
+@contextlib.contextmanager
+def open_experiment(exp_dir: Path, args: argparse.Namespace, resumed_epoch: int | None) -> Iterator[run.EventLog]:
+    """Rank 0: lock the folder, create it, remove what killed runs left, record the flags (``args.json``, or
+    ``args_resume<epoch>.json`` on resume, keeping the original) and open the TensorBoard event log; on exit,
+    close the log and release the folder."""
     run.open_experiment(exp_dir, args, resumed_epoch)
-    return run.EventLog(exp_dir / "img")
+    try:
+        with run.EventLog(exp_dir / "img") as events:
+            yield events
+    finally:
+        run.release_experiment(exp_dir)
+
+
+def _option(parser: argparse.ArgumentParser, dest: str) -> str:
+    """The flag of ``dest`` as typed (``start_epoch`` -> ``--start-epoch``)."""
+    for action in parser._actions:
+        if action.dest == dest:
+            return action.option_strings[0]
+    return f"--{dest}"
+
+
+def resume_flags(args: argparse.Namespace) -> None:
+    """Give a ``--resume`` run the flags of the run it continues (in place); nothing without ``--resume``.
+
+    Every flag the command line does not name takes the value of the run's newest args file; a flag named with
+    another value is refused, unless it is one a continued run may change (logged when it overrides). Flags
+    parsed by a parser without :func:`utils.cli_options.track_given_flags` count as named when they differ
+    from their default.
+
+    Raises:
+        UsageError: a flag contradicting the recorded run (naming both values), or other ``--modalities``.
+    """
+    if not args.resume:
+        return
+    model_dir = run.model_folder(Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent)
+    found = run.recorded_args(model_dir.parent)
+    if found is None:
+        log.warning("--resume %s: %s has no args.json; the run continues with the flags of this command line",
+                    args.resume, model_dir.parent)
+        return
+    recorded, source = found
+    parser = get_args_parser()
+    defaults = vars(parser.parse_args([]))
+    given = run.jsonable_args(args)
+    typed = given_flags(args)
+    if typed is None:
+        typed = {dest for dest, value in defaults.items() if getattr(args, dest) != value}
+    taken, overridden = [], []
+    for dest, value in recorded.items():
+        if dest not in defaults or dest in _NOT_RECORDED or given[dest] == value:
+            continue
+        flag = _option(parser, dest)
+        if dest in RESUME_FOLDER or dest not in typed:
+            if dest in typed:
+                log.warning("%s %s is ignored: the resumed run continues in its own folder %s", flag, given[dest],
+                            model_dir.parent)
+            setattr(args, dest, value)
+            taken.append(f"{flag} {value}")
+        elif dest == "modalities":
+            raise UsageError(
+                f"--modalities {args.modalities}: the run in {model_dir.parent} trained {value} ({source.name}); a resumed "
+                "run continues all of its views (leave --modalities out), a run of other views needs another --prefix"
+            )
+        elif dest in RESUME_OVERRIDES:
+            overridden.append(f"{flag} {given[dest]} (the run had {value})")
+        elif dest not in RESUME_FREE:
+            raise UsageError(
+                f"{flag} {given[dest]} contradicts the resumed run's {flag} {value} ({source}): leave it out to continue "
+                "that run, or start a new run under another --prefix"
+            )
+    if taken:
+        log.info("--resume: the run's flags from %s: %s", source, " ".join(taken))
+    if overridden:
+        log.warning("--resume: overriding %s; recorded in the new args_resume file", ", ".join(overridden))
 
 
 def save_checkpoints(
@@ -98,7 +189,7 @@ def resume_training(
         CheckpointError: a checkpoint of another view or ``--net``, one that does not fit its model or
             optimiser, or views saved at different epochs.
     """
-    state = TrainState()
+    state, best_records = TrainState(), {}
     for view, path in paths.items():
         checkpoint = run.load_resume(path, view, args.net, device)
         if state.best_acc and (checkpoint["epoch"], checkpoint["iteration"]) != (state.epoch, state.iteration):
@@ -108,12 +199,40 @@ def resume_training(
             )
         run.restore_state(checkpoint, path, models[view], optimizers[view], schedulers[view],
                           "--net, --modalities and model flags")
+        apply_optimiser_overrides(optimizers[view], checkpoint.get("args", {}), args)
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
         state.epoch, state.iteration, state.steps = checkpoint["epoch"], checkpoint["iteration"], checkpoint.get("steps", 0)
         state.best_acc[view] = float(checkpoint["best_acc"])
         state.best_epoch[view] = checkpoint.get("best_epoch")
-        if is_main_process():
-            run.ensure_best(path.parent, view, checkpoint)
-    log.info("resumed %s from %s (epoch %d done)", "_".join(paths), next(iter(paths.values())).parent, state.epoch)
+        best_records[view] = checkpoint
+    model_dir = next(iter(paths.values())).parent
+    start = args.start_epoch if args.start_epoch is not None else state.epoch
+    if start < args.epochs:
+        run.refuse_older_resume(Path(args.resume), model_dir, paths, state.epoch)
+    if is_main_process():
+        run.lock_experiment(model_dir.parent)  # before the best copies are repaired: no other run writes here
+        for view, checkpoint in best_records.items():
+            run.ensure_best(model_dir, view, checkpoint)
+    log.info("resumed %s from %s (epoch %d done)", "_".join(paths), model_dir, state.epoch)
     return state
+
+
+def apply_optimiser_overrides(optimizer: torch.optim.Optimizer, recorded: dict, args: argparse.Namespace) -> None:
+    """Give a resumed optimiser this run's ``--lr`` and ``--wd`` where they differ from the checkpoint's run.
+
+    Each group keeps its ratio to the head group's learning rate (a restored backbone's ``--tune_bb``
+    multiplier); a new ``--lr`` also undoes the plateau scheduler's reductions, as it names the rate to use.
+
+    Args:
+        optimizer: the optimiser, its state loaded from the checkpoint.
+        recorded: the flags stored in that checkpoint.
+        args: this run's flags.
+    """
+    if "lr" in recorded and float(recorded["lr"]) != args.lr:
+        head = next((g["lr"] for g in optimizer.param_groups if g.get("name") == "head"), optimizer.param_groups[-1]["lr"])
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * group["lr"] / head
+    if "wd" in recorded and float(recorded["wd"]) != args.wd:
+        for group in optimizer.param_groups:
+            group["weight_decay"] = args.wd

@@ -3,7 +3,8 @@ and the checkpoint protocol.
 
 An experiment folder ``<exp>/`` holds ``args.json`` (the flags of its first run; a resumed run writes
 ``args_resume<epoch>.json`` beside it), ``model/`` with the checkpoints and ``img/`` for TensorBoard
-(:class:`EventLog`).
+(:class:`EventLog`). One run writes a folder at a time: ``<exp>/run.lock`` holds the writer's pid and host
+(:func:`lock_experiment`), so a second trainer on the same folder refuses to start.
 
 Checkpoints (``model/mode_<view>_epoch<N>.pth.tar`` and ``model/mode_<view>_best.pth.tar``) all hold
 the same fields — ``epoch, mode, net, state_dict, best_acc, best_epoch, optimizer, scheduler,
@@ -21,7 +22,10 @@ and each view's best weights are either in its best file or in the epoch file st
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import re
@@ -40,14 +44,17 @@ from tensorboardX.record_writer import RecordWriter
 from torch import nn
 
 from utils.checkpoint import CheckpointError, atomic_save, load_all_weights, load_checkpoint, prune_epochs, state_dict_of
+from utils.cli_options import GIVEN_ATTR
 from utils.distributed import unwrap
-from utils.errors import UsageError
-from utils.files import atomic_copy, clean_stale_tmp, write_json
+from utils.errors import DataError, UsageError
+from utils.files import atomic_copy, clean_stale_tmp, pid_alive, write_json
 from utils.views import view_backbone
 
 log = logging.getLogger("cocon.run")
 
 _CHECKPOINT_NAME = re.compile(r"mode_([a-z]+)_(epoch(\d+)|best)\.pth\.tar")
+LOCK_NAME = "run.lock"
+_held_locks: dict[Path, int] = {}  # resolved experiment folder -> the open, flock-ed descriptor of its lock file
 
 
 # ---------------------------------------------------------------- experiment folders
@@ -55,11 +62,15 @@ _CHECKPOINT_NAME = re.compile(r"mode_([a-z]+)_(epoch(\d+)|best)\.pth\.tar")
 
 def jsonable_args(args: argparse.Namespace) -> dict:
     """The flags as JSON values (paths and other objects as strings), as stored in checkpoints and args files."""
-    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()}
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in vars(args).items()
+            if k != GIVEN_ATTR}
 
 
 def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch: int | None) -> Path:
-    """Create ``<exp>/model/``, remove the temporary files killed runs left there, and record the flags.
+    """Lock the experiment folder, create ``<exp>/model/``, remove the temporary files killed runs left there,
+    and record the flags.
+
+    The lock (:func:`lock_experiment`) is held until :func:`release_experiment` or the end of the process.
 
     Args:
         exp_dir: the experiment folder.
@@ -69,11 +80,19 @@ def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch
 
     Returns:
         the ``model/`` folder.
+
+    Raises:
+        UsageError: another live run writes the folder, or (a new run) the folder holds checkpoints.
     """
     exp_dir = Path(exp_dir)
     model_dir = exp_dir / "model"
+    lock_experiment(exp_dir)  # first: a second run is told the folder is in use, not that it holds checkpoints
     if resumed_epoch is None:
-        refuse_earlier_checkpoints(model_dir)
+        try:
+            refuse_earlier_checkpoints(model_dir)
+        except UsageError:
+            release_experiment(exp_dir)
+            raise
     model_dir.mkdir(parents=True, exist_ok=True)
     for folder in (exp_dir, model_dir):
         for path in clean_stale_tmp(folder):
@@ -82,6 +101,94 @@ def open_experiment(exp_dir: str | Path, args: argparse.Namespace, resumed_epoch
     write_json(exp_dir / name, jsonable_args(args))
     log.info("experiment folder %s", exp_dir)
     return model_dir
+
+
+def _lock_holder(path: Path) -> dict:
+    """The ``{"pid", "host", "started"}`` a lock file records (``{}`` for an empty or unreadable one)."""
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe_holder(holder: dict) -> str:
+    return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
+
+
+def lock_experiment(exp_dir: str | Path) -> Path:
+    """Make this process the one writer of ``exp_dir``: ``<exp>/run.lock`` holds its pid, host and start time.
+
+    The file is also ``flock``-ed, so the kernel frees it when the process dies, however it dies. A lock
+    left by a killed run (its process gone) is taken over with a warning. Taking a lock this process
+    already holds does nothing.
+
+    Args:
+        exp_dir: the experiment folder (created if needed).
+
+    Returns:
+        the lock file.
+
+    Raises:
+        UsageError: a live run (of this host, or a lock ``flock`` reports held) writes the folder; naming it.
+    """
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    key, path = exp_dir.resolve(), exp_dir / LOCK_NAME
+    if key in _held_locks:
+        return path
+    host = socket.gethostname()
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            _refuse_locked(exp_dir, path, _lock_holder(path))
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its holder released (removed) it between our open and flock
+            same_file = False
+        if same_file:
+            break
+        os.close(fd)
+    previous = _lock_holder(path)
+    if previous.get("pid") not in (None, os.getpid()):
+        if previous.get("host") == host and pid_alive(int(previous["pid"])):  # a filesystem whose flock is a no-op
+            os.close(fd)
+            _refuse_locked(exp_dir, path, previous)
+        log.warning("%s: taking over the lock of %s, which is no longer running (a killed run)", path,
+                    _describe_holder(previous))
+    record = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    os.fsync(fd)
+    _held_locks[key] = fd
+    return path
+
+
+def _refuse_locked(exp_dir: Path, path: Path, holder: dict) -> None:
+    raise UsageError(
+        f"experiment folder {exp_dir} is being written by another run ({_describe_holder(holder)}; see {path}): "
+        "wait for it to end, or start this run with another --save_dir or --prefix"
+    )
+
+
+def release_experiment(exp_dir: str | Path) -> None:
+    """Remove this process's lock of ``exp_dir`` (nothing if it holds none)."""
+    fd = _held_locks.pop(Path(exp_dir).resolve(), None)
+    if fd is None:
+        return
+    try:
+        (Path(exp_dir) / LOCK_NAME).unlink(missing_ok=True)  # while still flock-ed: no one takes a lock being removed
+    finally:
+        os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:
+    for exp_dir in list(_held_locks):
+        release_experiment(exp_dir)
 
 
 def refuse_earlier_checkpoints(model_dir: Path) -> None:
@@ -264,13 +371,13 @@ def find_resume(path: str | Path, views: list[str]) -> dict[str, Path]:
     """Each view's checkpoint to resume from.
 
     Args:
-        path: an experiment's ``model/`` folder (the newest epoch every view has is taken), or one view's
-            checkpoint file (every view then resumes from the same tag: ``epoch<N>`` or ``best``).
-        views: the run's views.
+        path: an experiment folder or its ``model/`` folder (the newest epoch every view has is taken), or one
+            view's checkpoint file (every view then resumes from the same tag: ``epoch<N>`` or ``best``).
+        views: the run's views; they must be the views the folder holds checkpoints of.
 
     Raises:
         FileNotFoundError: the path, or a view's checkpoint, does not exist.
-        UsageError: a file that is not a ``mode_<view>_….pth.tar`` checkpoint.
+        UsageError: a file that is not a ``mode_<view>_….pth.tar`` checkpoint, or a folder of other views.
     """
     path = Path(path)
     if path.is_file():
@@ -279,22 +386,93 @@ def find_resume(path: str | Path, views: list[str]) -> dict[str, Path]:
             raise UsageError(f"--resume {path}: expected a mode_<view>_epoch<N>.pth.tar file or a model/ folder")
         folder, tag = path.parent, match.group(2)
     elif path.is_dir():
-        folder = path
+        folder = model_folder(path)
         epochs = [_epochs(folder, view) for view in views]
         common = set.intersection(*epochs)
-        if not common:
+        if not common and not folder_views(folder) - set(views):
             raise FileNotFoundError(
                 f"--resume {folder}: no epoch has a checkpoint for every view of {views}; pass a model/ folder of a run "
                 "of these views (--modalities/--modality)"
             )
-        tag = f"epoch{max(common)}"
+        tag = f"epoch{max(common)}" if common else ""
     else:
         raise FileNotFoundError(f"--resume {path} does not exist; pass an experiment's model/ folder or one of its checkpoints")
+    held = folder_views(folder)
+    if held and held != set(views):
+        raise UsageError(
+            f"--resume {path}: that run trained the views {'_'.join(sorted(held))}, not {'_'.join(views)}; a resumed run "
+            "continues all of its views (leave --modalities out), a run of other views needs its own folder (another --prefix)"
+        )
     paths = {view: checkpoint_path(folder, view, tag) for view in views}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"--resume {path}: missing {', '.join(missing)}; resume from an epoch every view has")
     return paths
+
+
+def model_folder(path: str | Path) -> Path:
+    """The ``model/`` folder ``--resume`` names: ``path`` itself, or ``path/model`` for an experiment folder."""
+    path = Path(path)
+    if path.name != "model" and (path / "model").is_dir() and not any(path.glob("mode_*.pth.tar")):
+        return path / "model"
+    return path
+
+
+def folder_views(model_dir: Path) -> set[str]:
+    """The views of which ``model_dir`` holds checkpoints (epoch or best files)."""
+    return {m.group(1) for m in (_CHECKPOINT_NAME.fullmatch(p.name) for p in Path(model_dir).glob("mode_*.pth.tar")) if m}
+
+
+def newest_epoch(model_dir: Path, views: Iterable[str]) -> int:
+    """The newest epoch of which ``model_dir`` holds a checkpoint of any of ``views`` (0 when none)."""
+    return max((max(_epochs(Path(model_dir), view), default=0) for view in views), default=0)
+
+
+def refuse_older_resume(path: Path, model_dir: Path, views: Iterable[str], epoch: int) -> None:
+    """A run resumed from an older epoch than its folder holds would replace the later epochs: refuse it.
+
+    Args:
+        path: what ``--resume`` named (for the message).
+        model_dir: the ``model/`` folder the run writes.
+        views: the run's views.
+        epoch: the epoch the resumed checkpoint holds.
+
+    Raises:
+        UsageError: ``model_dir`` holds a later epoch; saying to resume from the folder or start a new run.
+    """
+    latest = newest_epoch(model_dir, views)
+    if latest > epoch:
+        raise UsageError(
+            f"--resume {path} holds epoch {epoch}, but {model_dir} holds later epochs of that run (up to {latest}): "
+            f"continuing from it would replace them and mix two runs in one folder. Resume the run from its folder "
+            f"(--resume {model_dir.parent}), or start a new run from these weights under another --prefix"
+        )
+
+
+def recorded_args(exp_dir: Path) -> tuple[dict, Path] | None:
+    """The flags of the newest run of an experiment: its newest ``args_resume<N>.json``, else ``args.json``.
+
+    Returns:
+        the flags and their file, or ``None`` when the folder has no args file.
+
+    Raises:
+        DataError: the newest args file is not a JSON object.
+    """
+    files = {0: exp_dir / "args.json"} if (exp_dir / "args.json").is_file() else {}
+    for candidate in exp_dir.glob("args_resume*.json"):
+        number = candidate.stem[len("args_resume"):]
+        if number.isdigit():
+            files[int(number)] = candidate
+    if not files:
+        return None
+    newest = files[max(files)]
+    try:
+        flags = json.loads(newest.read_text())
+    except ValueError as err:
+        raise DataError(f"{newest} is not valid JSON ({err}): restore it, or resume with every flag of the run") from err
+    if not isinstance(flags, dict):
+        raise DataError(f"{newest} holds no flags (expected a JSON object): restore it, or resume with every flag of the run")
+    return flags, newest
 
 
 def _epochs(folder: Path, view: str) -> set[int]:
