@@ -43,7 +43,7 @@ from train.losses import CoConLossConfig, cpc_temperature
 from train.model_3d import DPCRNN
 from train.pretrain_flags import check_args, get_args_parser
 from train.pretrain_loop import RunContext, evaluate, train_one_epoch
-from train.pretrain_run import TrainState, experiment_dir, open_experiment, resume_training, save_checkpoints
+from train.pretrain_run import TrainState, experiment_dir, open_experiment, resume_flags, resume_training, save_checkpoints
 from train.probe import probe
 from utils import run
 from utils.checkpoint import CheckpointError, load_pretrained
@@ -189,6 +189,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(message)s")
+    resume_flags(args)  # a --resume run takes the flags of the run it continues
     views = check_args(args)
     n_gpu = torch.cuda.device_count() if info.device.type == "cuda" and not info.distributed else 1
     amp_dtype = amp_dtype_for(args.amp, info.device, data_parallel=n_gpu > 1)

@@ -6,7 +6,7 @@ import argparse
 from train.dataset_3d import SAMPLING_MODES
 from train.losses import TEMP_DIVISIONS
 from utils.augmentation import add_colour_jitter_flag
-from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, check_optimiser_flags
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, check_optimiser_flags, track_given_flags
 from utils.embedding import POOL_MODES
 from utils.layout import REPO_ROOT
 from utils.views import VIEWS, parse_views
@@ -97,7 +97,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     logs.add_argument("--ft_freq", type=int, default=10, help="epochs between ridge/k-means probes (0: never)")
     logs.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False,
                       help=f"{DEBUG_BATCHES} batches per epoch (smoke runs)")
-    return parser
+    return track_given_flags(parser)  # --resume tells a typed flag from a default
 
 
 def check_args(args: argparse.Namespace) -> list[str]:

@@ -6,10 +6,13 @@
 - :func:`check_optimiser_flags`: ``--lr`` and ``--wd`` of every training script.
 - :func:`add_gpu_flag` / :func:`select_gpus`: DPC's and the original CoCon's ``--gpu 0,1`` picks the
   visible CUDA devices, so their command lines keep working.
+- :func:`track_given_flags` / :func:`given_flags`: which flags a command line named, so a resumed run can tell
+  ``--ds 3`` typed from the default 3.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 
@@ -95,3 +98,35 @@ def select_gpus(spec: str | None) -> None:
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError(f"--gpu {spec} came after CUDA was initialised; set CUDA_VISIBLE_DEVICES={spec} instead")
     os.environ["CUDA_VISIBLE_DEVICES"] = spec
+
+
+GIVEN_ATTR = "_given_flags"  # set on parsed namespaces by track_given_flags; not a flag (args files leave it out)
+
+
+def track_given_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make every parse of ``parser`` record the ``dest`` of each flag named on the command line (see :func:`given_flags`).
+
+    A second parser with every default suppressed parses the same arguments: what it returns is what was typed.
+
+    Returns:
+        ``parser`` itself.
+    """
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: list[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = parse(args, namespace)
+        typed, _ = shadow.parse_known_args(args)
+        setattr(parsed, GIVEN_ATTR, frozenset(vars(typed)))
+        return parsed, extras
+
+    parser.parse_known_args = parse_known_args
+    return parser
+
+
+def given_flags(args: argparse.Namespace) -> frozenset[str] | None:
+    """The ``dest`` of every flag the command line named, or ``None`` when ``args`` comes from an untracked parser."""
+    return getattr(args, GIVEN_ATTR, None)
