@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from process_data import write_csv
-from utils import layout
+from utils import files, layout
 from utils.layout import FRAMES
 
 
@@ -50,8 +50,8 @@ def test_ucf_rows_class_ind_and_reports(ucf, tmp_path, capsys):
         f"{frame}/ApplyLipstick/v_ApplyLipstick_g01_c01,50", f"{frame}/Archery/v_Archery_g01_c01,45"]
     assert read(tmp_path, "test_split01.csv") == [f"{frame}/ApplyLipstick/v_ApplyLipstick_g02_c01,30"]
     assert read(tmp_path, "classInd.txt") == ["1 ApplyLipstick", "2 Archery"]
-    assert stats["test_split01.csv"] == {"rows": 1, "missing": 2, "empty": 1, "short": 1}
-    assert stats["train_split01.csv"] == {"rows": 2, "missing": 0, "empty": 0, "short": 0}
+    assert stats["test_split01.csv"] == {"rows": 1, "missing": 2, "empty": 1, "short": 1, "duplicate": 0, "in_train": 0}
+    assert stats["train_split01.csv"] == {"rows": 2, "missing": 0, "empty": 0, "short": 0, "duplicate": 0}
     out = capsys.readouterr().out
     assert "test_split01.csv: 2 videos listed but missing" in out and "Archery/v_Archery_g07_c03" in out
     assert "1 videos with no image_*.jpg frame, left out; first: Archery/v_Archery_g02_c01" in out
@@ -168,3 +168,101 @@ def test_a_list_that_would_be_empty_replaces_no_file(tmp_path):
     with pytest.raises(ValueError, match=r"test_split01.csv would be empty: .*two videos .*nothing was written to"):
         run(tmp_path, "--dataset", "folder", "--frame_root", str(frame))
     assert {p.name: p.read_text() for p in out.iterdir()} == earlier
+
+
+@pytest.mark.parametrize("name, source", [
+    ("v_Archery_g03_c02", "v_Archery_g03"), ("walk_c01", "walk"), ("walk-3", "walk"), ("walk_clip2", "walk"),
+    ("walk_flip", "walk"), ("walk-3_mirror", "walk"), ("walk_c01_hflip", "walk"), ("cat0", "cat0"), ("42", "42"),
+])
+def test_source_key_strips_clip_and_mirror_suffixes(name, source):
+    assert write_csv.source_key(name) == source
+
+
+def test_folder_mode_keeps_the_clips_and_mirrors_of_one_source_in_one_set(tmp_path, capsys):
+    # 3 sources per class, each cut into clips with a mirrored copy: a clip-level split would put one
+    # source's clips (or a clip and its mirror) in both sets.
+    frame = (tmp_path / "frame").resolve()
+    for c in ("jump", "run"):
+        for s in range(3):
+            for clip in range(1, 4):
+                make_video(frame, f"{c}/{c}{s}_c{clip:02d}", 40)
+                make_video(frame, f"{c}/{c}{s}_c{clip:02d}_flip", 40)
+    for seed in range(5):
+        run(tmp_path, "--dataset", "folder", "--frame_root", str(frame), "--seed", str(seed))
+        sets = {name: {Path(r.rsplit(",", 1)[0]).name for r in read(tmp_path, name)}
+                for name in ("train_split01.csv", "test_split01.csv")}
+        sources = {name: {write_csv.source_key(v) for v in videos} for name, videos in sets.items()}
+        assert sources["train_split01.csv"].isdisjoint(sources["test_split01.csv"]), seed
+        assert len(sets["test_split01.csv"]) == 12 and len(sets["train_split01.csv"]) == 24  # one source of 3 per class
+    assert "36 videos from 6 sources" in capsys.readouterr().out
+
+
+def test_folder_mode_group_regex_names_the_source(tmp_path, capsys):
+    frame = (tmp_path / "frame").resolve()
+    for c in ("jump", "run"):
+        for s in range(4):
+            for take in ("a", "b"):
+                make_video(frame, f"{c}/{take}_{c}_cam{s}", 40)  # the source is the camera, not the take
+    run(tmp_path, "--dataset", "folder", "--frame_root", str(frame), "--group", r"cam\d+")
+    test = {Path(r.rsplit(",", 1)[0]).name for r in read(tmp_path, "test_split01.csv")}
+    train = {Path(r.rsplit(",", 1)[0]).name for r in read(tmp_path, "train_split01.csv")}
+    assert {n[2:] for n in test}.isdisjoint({n[2:] for n in train}) and len(test) == 4  # <class>_cam<s> per set
+
+
+def test_folder_mode_warns_when_a_class_is_one_source(tmp_path, capsys):
+    frame = (tmp_path / "frame").resolve()
+    for clip in range(1, 4):
+        make_video(frame, f"jump/jump_c{clip}", 40)
+    for v in range(3):
+        make_video(frame, f"run/run{v}", 40)
+    run(tmp_path, "--dataset", "folder", "--frame_root", str(frame))
+    assert not any("/jump/" in r for r in read(tmp_path, "test_split01.csv"))
+    assert "class 'jump' has 3 non-empty video(s) from one source ('jump'); it cannot appear in both sets (pass --group" \
+        in capsys.readouterr().out
+
+
+def test_repeated_rows_are_kept_once_and_a_test_list_in_train_is_warned_about(ucf, tmp_path, capsys):
+    frame, splits = ucf
+    (splits / "trainlist01.txt").write_text(
+        "ApplyLipstick/v_ApplyLipstick_g01_c01.avi 1\nApplyLipstick/v_ApplyLipstick_g01_c01.avi 1\n"
+        "ApplyLipstick/v_ApplyLipstick_g02_c01.avi 1\nArchery/v_Archery_g01_c01.avi 2\n")
+    (splits / "testlist01.txt").write_text("ApplyLipstick/v_ApplyLipstick_g02_c01.avi\n")
+    stats = run(tmp_path, "--dataset", "ucf101", "--frame_root", str(frame), "--split_root", str(splits))
+    assert read(tmp_path, "train_split01.csv") == [
+        f"{frame}/ApplyLipstick/v_ApplyLipstick_g01_c01,50", f"{frame}/ApplyLipstick/v_ApplyLipstick_g02_c01,30",
+        f"{frame}/Archery/v_Archery_g01_c01,45"]
+    assert stats["train_split01.csv"]["duplicate"] == 1 and stats["test_split01.csv"]["in_train"] == 1
+    out, err = capsys.readouterr()
+    assert "train_split01.csv: 1 videos listed more than once, kept once; first: ApplyLipstick/v_ApplyLipstick_g01_c01" in out
+    assert (f"warning: test_split01.csv shares videos with train_split01.csv: 1 of its 1 videos are training videos "
+            f"(first: {frame}/ApplyLipstick/v_ApplyLipstick_g02_c01)") in err
+    (splits / "testlist01.txt").write_text((splits / "trainlist01.txt").read_text().replace(" 1", "").replace(" 2", ""))
+    run(tmp_path, "--dataset", "ucf101", "--frame_root", str(frame), "--split_root", str(splits))
+    assert "test_split01.csv is the same list as train_split01.csv: 3 of its 3 videos" in capsys.readouterr().err
+
+
+def test_a_run_that_dies_while_writing_the_test_list_leaves_the_earlier_pair(tmp_path, monkeypatch):
+    frame = (tmp_path / "frame").resolve()
+    for c in ("cat", "dog"):
+        for v in range(4):
+            make_video(frame, f"{c}/{c}{v}", 30)
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {name: f"{name} of an earlier run\n" for name in ("train_split01.csv", "test_split01.csv", "classInd.txt")}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    real = files._write
+
+    def die_on_test_list(file, data, path):
+        if "test_split01.csv" in path.name:
+            raise KeyboardInterrupt  # as a kill: nothing after this point runs
+        real(file, data, path)
+
+    monkeypatch.setattr(files, "_write", die_on_test_list)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--dataset", "folder", "--frame_root", str(frame))
+    assert {p.name: p.read_text() for p in out.iterdir() if not p.name.startswith(".")} == earlier
+    monkeypatch.setattr(files, "_write", real)
+    run(tmp_path, "--dataset", "folder", "--frame_root", str(frame))
+    assert len(read(tmp_path, "train_split01.csv")) == 6 and len(read(tmp_path, "test_split01.csv")) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["classInd.txt", "test_split01.csv", "train_split01.csv"]
