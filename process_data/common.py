@@ -1,11 +1,14 @@
-"""Helpers shared by the preprocessing scripts: atomic outputs, a parallel map, folder listings, run summaries.
+"""Helpers shared by the preprocessing scripts: atomic outputs, a parallel map, folder listings, tree
+manifests, run summaries.
 
 Every per-video output folder is built under a temporary sibling name and renamed into place
 only when complete, so "the folder exists" means "the video is done" and a killed run can be
-resumed by skipping existing folders.
+resumed by skipping existing folders. Since a skipped folder is trusted as it is, each output root
+records how its tree is made (:func:`check_manifest`), and a run with other settings refuses to add to it.
 """
 import contextlib
 import fnmatch
+import json
 import multiprocessing
 import os
 import shutil
@@ -17,15 +20,19 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TypeVar
 
+import cv2
+import numpy as np
 from tqdm import tqdm
 
-from utils.files import atomic_write, pid_alive
+from utils.errors import UsageError
+from utils.files import atomic_write, is_disk_full, pid_alive, write_json
 from utils.layout import FRAMES
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm")
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp", ".ogv")
+MANIFEST = "manifest.json"  # at the top of every output root: how its tree is made
 _TMP_TAG = ".tmp-"
 _SHOW_FAILURES = 5  # failures printed at the end of a run; failed.txt has them all
 _PARENT_POLL_S = 0.2  # how often a pool worker checks that the run that started it is alive
@@ -111,10 +118,44 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    # The one raw write of the preprocessing outputs, named so that tests can fail it as a full disk would.
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def write_image(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Encode ``image`` by ``path``'s extension and write it.
+
+    ``cv2.imwrite`` only returns False when the write fails, so a full disk would look like any other
+    failure; here the file is written by Python and its ``OSError`` (``ENOSPC``) names the file.
+
+    Args:
+        path: the image file.
+        image: ``[H, W]`` or ``[H, W, 3]`` uint8.
+        params: OpenCV encoding parameters (``[cv2.IMWRITE_JPEG_QUALITY, 80]``).
+
+    Raises:
+        ValueError: OpenCV cannot encode the image.
+        OSError: the write failed, naming ``path``.
+    """
+    ok, encoded = cv2.imencode(Path(path).suffix, image, list(params))
+    if not ok:
+        raise ValueError(f"cannot encode {path} ({image.shape} {image.dtype})")
+    try:
+        _write_bytes(path, encoded.tobytes())
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
+
+
 def _call(fn: Callable[[T], R], item: T) -> R | Exception:
     try:
         return fn(item)
     except Exception as exc:  # reported per item by the caller, so one bad video stops nothing
+        if is_disk_full(exc):  # ...but a full disk fails every later one too: the run stops
+            raise
         return exc
 
 
@@ -123,7 +164,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
 
     An exception raised by `fn` for one item is caught and returned in that item's slot, so
     callers test `isinstance(result, Exception)`; the other items still run. If the pool itself
-    breaks (a worker killed by a signal), the items it did not finish get that error.
+    breaks (a worker killed by a signal), the items it did not finish get that error. A full disk
+    or quota (``ENOSPC``, ``EDQUOT``) is raised instead: every later item would fail the same way.
     With workers, `fn` and its arguments are pickled to spawned processes.
 
     Args:
@@ -136,18 +178,23 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
     """
     items = list(items)
     if workers <= 1 or len(items) <= 1:
-        return [_call(fn, item) for item in tqdm(items, desc=desc)]
+        with tqdm(items, desc=desc) as bar:  # closed (its line ended) before an error is printed
+            return [_call(fn, item) for item in bar]
     results: list[R | Exception | None] = [None] * len(items)
     # spawn, not fork: a child forked after OpenCV or torch started their thread pools can deadlock
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx,
                              initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc):
-            try:
-                results[futures[fut]] = fut.result()
-            except Exception as exc:  # a broken pool, or a result or error that could not be pickled back
-                results[futures[fut]] = exc
+        with tqdm(as_completed(futures), total=len(futures), desc=desc) as bar:
+            for fut in bar:
+                try:
+                    results[futures[fut]] = fut.result()
+                except Exception as exc:  # a broken pool, or a result or error that could not be pickled back
+                    if is_disk_full(exc):
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+                    results[futures[fut]] = exc
     return results
 
 
@@ -168,6 +215,58 @@ def list_videos(video_root: Path, exts: Sequence[str] = VIDEO_EXTS) -> list[Path
         p for p in video_root.glob("*/*")
         if p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith(".")
         and p.suffix.lower() in exts
+    )
+
+
+def _describe(settings: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in settings.items())
+
+
+def check_manifest(root: Path, settings: dict, made_by: str, versions: dict, advice: str) -> None:
+    """Refuse to add to a tree made with other settings; record this run's settings in ``<root>/manifest.json``.
+
+    Called before a run writes its first video. A tree without a manifest (made by an earlier version, or
+    by hand) is taken as it is, with a note, and gets this run's manifest; an empty or new root gets it too.
+    The manifest is ``{"settings", "made_by", "versions"}``; only ``settings`` must match, versions are a record.
+
+    Args:
+        root: the output root (frame, flow, heatmaps or segmasks tree).
+        settings: what decides the files' content (method, size, preset, ...), JSON values.
+        made_by: the script writing it.
+        versions: the libraries that compute the files (``{"opencv": "4.10.0"}``).
+        advice: how to write elsewhere (``"pass another --flow_root"``).
+
+    Raises:
+        UsageError: the manifest records other settings; naming the root, both settings and what to do.
+        DataError: the manifest is not readable JSON.
+    """
+    path = Path(root) / MANIFEST
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text()).get("settings", {})
+        except (ValueError, AttributeError) as err:
+            raise UsageError(f"{path} is not a manifest of this project ({err}); remove it if {root} is yours") from err
+        if recorded != settings:
+            recorded = {**{k: recorded[k] for k in settings if k in recorded}, **recorded}  # in this run's order
+            raise UsageError(
+                f"{root} holds a tree made with {_describe(recorded)}; this run asks for {_describe(settings)}: the two "
+                f"would mix in one tree. {advice[0].upper()}{advice[1:]}, or remove {root} to make it again"
+            )
+        return
+    existing = list_video_dirs(root) if Path(root).is_dir() else []
+    if existing:
+        print(f"note: {root} has no {MANIFEST} (made before trees recorded their settings): its {len(existing)} "
+              f"finished videos are kept as they are and taken as made with {_describe(settings)}", file=sys.stderr)
+    write_json(path, {"settings": settings, "made_by": made_by, "versions": versions})
+
+
+def other_files(video_root: Path, exts: Sequence[str] = VIDEO_EXTS) -> list[Path]:
+    """The files in `<video_root>/<class>/` that :func:`list_videos` leaves out (not a known video extension), sorted."""
+    exts = tuple(e.lower() for e in exts)
+    return sorted(
+        p for p in Path(video_root).glob("*/*")
+        if p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith(".")
+        and p.suffix.lower() not in exts
     )
 
 

@@ -35,19 +35,22 @@ with `R/heatmaps` and `R/segmasks`.
 
 Each video's folders are written under temporary names and renamed when complete, so a rerun
 skips finished videos. Videos that fail (no frames, missing annotation, unreadable frame) are
-listed in `failed.txt` in the heatmaps root and the run goes on.
+listed in `failed.txt` in the heatmaps root and the run goes on. Each root's `manifest.json` records the
+backend, its thresholds, `--dim`, `--stride` and `--sigma`; a rerun with other settings into the same
+roots is refused rather than mixing two kinds of heatmaps (pass another --out_root).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import time
 from functools import partial
 from pathlib import Path
 
 import cv2
 
-from process_data.common import atomic_dir, count_frames, finish_run, list_video_dirs, parallel_map, short_side_size
+from process_data.common import atomic_dir, check_manifest, count_frames, finish_run, list_video_dirs, parallel_map, short_side_size
 from process_data.feature_backends import (
     AnnotationBackend,
     Backend,
@@ -221,6 +224,21 @@ def output_roots(frame_root: Path, out_root: Path | None) -> tuple[Path, Path]:
     return roots
 
 
+def tree_settings(args: argparse.Namespace) -> tuple[dict, dict]:
+    """What decides the content of the heatmap and mask files (the manifest's settings), and the backend's versions."""
+    settings = {"backend": args.backend, "dim": args.dim, "stride": args.stride, "sigma": args.sigma}
+    if args.backend == "mediapipe":
+        settings.update(mp_confidence=args.mp_confidence, mp_visibility=args.mp_visibility, mp_min_joints=args.mp_min_joints)
+    elif args.backend == "torchvision":
+        settings.update(score_thresh=args.score_thresh, max_people=args.max_people)
+    package = {"mediapipe": "mediapipe", "torchvision": "torchvision"}.get(args.backend)
+    versions = {"opencv": cv2.__version__}
+    if package is not None:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return settings, versions
+
+
 def main(args: argparse.Namespace) -> dict:
     """Write the heatmaps and masks of every video under --frame_root; return the done/skipped/failed counts."""
     _check_args(args)
@@ -229,6 +247,9 @@ def main(args: argparse.Namespace) -> dict:
     video_dirs = list_video_dirs(frame_root)
     if not video_dirs:
         raise FileNotFoundError(f"--frame_root {frame_root} has no <class>/<video>/ folders")
+    settings, versions = tree_settings(args)
+    for root in (heat_root, seg_root):
+        check_manifest(root, settings, "process_data/extract_features.py", versions, "pass another --out_root")
     work = partial(process_video, frame_root=frame_root, heat_root=heat_root, seg_root=seg_root,
                    backend=_make_backend(args), stride=args.stride, dim=args.dim)
     start = time.perf_counter()

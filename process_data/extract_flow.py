@@ -9,7 +9,12 @@ Flow is computed on grayscale frames and stored as 8-bit grayscale JPEG (quality
 dense_flow convention `round((clip(f, -bound, bound) + bound) * 255 / (2 * bound))`
 (`utils.layout.encode_flow`, which the loader's reading mirrors).
 Each video is written into a temporary folder renamed into place when complete, so a rerun skips
-finished videos; failures are listed in `<flow_root>/failed.txt`.
+finished videos; failures are listed in `<flow_root>/failed.txt`. `<flow_root>/manifest.json` records
+the method, preset, bound and `--dim`: a rerun with other settings into the same root is refused (say
+`--method tvl1` into a DIS tree), never skipping videos of another method or mixing two sizes. Run in
+this process (`--workers 1`), a second progress bar counts each video's frame pairs (TV-L1 at its
+`accurate` preset takes seconds a pair); with workers, the bar counts videos. A full disk stops the run
+with one line saying so (exit status 1).
 
 Methods (timings from bench/bench_preprocess.py):
 - `tvl1` (default, the paper's flow view): cv2.optflow.DualTVL1OpticalFlow. Preset `accurate` is
@@ -29,8 +34,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from process_data.common import atomic_dir, finish_run, list_video_dirs, parallel_map
+from process_data.common import atomic_dir, check_manifest, finish_run, list_video_dirs, parallel_map, write_image
 from process_data.extract_frame import resize_short_side
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
@@ -97,7 +103,8 @@ def frame_paths(video_dir: Path) -> list[Path]:
     return [video_dir / n for n in names]
 
 
-def extract_video_flow(video_dir: Path, out_dir: Path, flow_fn: FlowFn, bound: float, dim: int | None = None) -> int:
+def extract_video_flow(video_dir: Path, out_dir: Path, flow_fn: FlowFn, bound: float, dim: int | None = None,
+                       progress: bool = False) -> int:
     """Write `flow_x_%05d.jpg`/`flow_y_%05d.jpg` for every consecutive frame pair into `out_dir` (atomic).
 
     Args:
@@ -106,25 +113,28 @@ def extract_video_flow(video_dir: Path, out_dir: Path, flow_fn: FlowFn, bound: f
         flow_fn: from `make_flow_fn`.
         bound: encoding bound in pixels.
         dim: short side to compute flow at, or None for the frames' size.
+        progress: show a progress bar over the video's frame pairs (it is removed when the video is done).
     Returns:
         the number of pairs written (frames - 1).
     Raises:
         ValueError: fewer than 2 frames, a gap in the numbering, or an unreadable frame.
+        OSError: a flow image cannot be written (naming it; ``ENOSPC`` on a full disk).
     """
     frames = frame_paths(video_dir)
     if len(frames) < 2:
         raise ValueError(f"{video_dir}: {len(frames)} frame(s); flow needs at least 2")
     params = [cv2.IMWRITE_JPEG_QUALITY, FLOW_JPEG_QUALITY]
-    with atomic_dir(out_dir) as tmp:
+    pairs = tqdm(enumerate(frames[1:], 1), total=len(frames) - 1, desc=f"  {video_dir.parent.name}/{video_dir.name}",
+                 unit="pair", leave=False, disable=not progress)
+    with atomic_dir(out_dir) as tmp, pairs:
         prev = read_gray(frames[0], dim)
-        for i, path in enumerate(frames[1:], 1):
+        for i, path in pairs:
             nxt = read_gray(path, dim)
             if nxt.shape != prev.shape:
                 raise ValueError(f"{path}: size {nxt.shape} differs from the previous frame's {prev.shape}")
             flow = encode_flow(flow_fn(prev, nxt), bound)  # [H, W, 2]
             for c, files in enumerate((FLOW_X, FLOW_Y)):
-                if not cv2.imwrite(str(tmp / files.name(i)), flow[..., c], params):
-                    raise OSError(f"cannot write {files.name(i)} to {tmp}")
+                write_image(tmp / files.name(i), np.ascontiguousarray(flow[..., c]), params)
             prev = nxt
     return len(frames) - 1
 
@@ -134,7 +144,7 @@ def _flow_one(job: tuple[Path, Path], method: str, tvl1_preset: str, bound: floa
     if single_thread:
         cv2.setNumThreads(1)  # one video per process already fills the cores
     video_dir, out_dir = job
-    return extract_video_flow(video_dir, out_dir, make_flow_fn(method, tvl1_preset), bound, dim)
+    return extract_video_flow(video_dir, out_dir, make_flow_fn(method, tvl1_preset), bound, dim, progress=not single_thread)
 
 
 def default_flow_root(frame_root: Path, method: str) -> Path:
@@ -191,6 +201,10 @@ def main(args: argparse.Namespace) -> dict:
     video_dirs = list_video_dirs(frame_root)
     if not video_dirs:
         raise FileNotFoundError(f"--frame_root {frame_root} has no <class>/<video>/ folders")
+    settings = {"method": args.method, "tvl1_preset": args.tvl1_preset if args.method == "tvl1" else None,
+                "bound": args.bound, "dim": args.dim}
+    check_manifest(flow_root, settings, "process_data/extract_flow.py", {"opencv": cv2.__version__},
+                   "pass another --flow_root")
     jobs, skipped = [], 0
     for d in video_dirs:
         out_dir = flow_root / d.relative_to(frame_root)

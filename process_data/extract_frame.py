@@ -6,11 +6,17 @@
 Frames are 1-based with 5 digits, JPEG quality 80, short side `--dim` with the aspect ratio kept
 (DPC's layout; frames from mmaction2/denseflow are linked in by import_rawframes.py). Each video is
 written into a temporary folder that is renamed into place when complete, so a rerun skips finished
-videos and redoes interrupted ones. Videos that cannot be decoded, decode to no frame, or decode to
-clearly fewer frames than their header states (a truncated file) are listed in `<frame_root>/failed.txt`
-and get no folder.
+videos and redoes interrupted ones; `<frame_root>/manifest.json` records `--dim` and the JPEG quality, and
+a rerun with another `--dim` into the same root is refused rather than mixing two sizes. Videos that
+cannot be decoded, decode to no frame, or decode to clearly fewer frames than their header states (a
+truncated file) are listed in `<frame_root>/failed.txt` and get no folder. Files of the class folders
+that are not videos (by extension) are counted and reported as skipped. A video whose resolution changes
+mid-stream is named in a warning, and its later frames are resized to the size of its first frames (the
+loader needs one size per folder; a change of aspect ratio stretches them). A full disk stops the run
+with one line saying so (exit status 1).
 """
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -20,10 +26,13 @@ import numpy as np
 from process_data.common import (
     VIDEO_EXTS,
     atomic_dir,
+    check_manifest,
     finish_run,
     list_videos,
+    other_files,
     parallel_map,
     short_side_size,
+    write_image,
 )
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
@@ -55,17 +64,19 @@ def _truncated(decoded: int, header_count: int) -> bool:
     return header_count > 0 and decoded < header_count - max(2, 0.05 * header_count)
 
 
-def extract_video(video: Path, out_dir: Path, dim: int) -> int:
+def extract_video(video: Path, out_dir: Path, dim: int, notes: list[str] | None = None) -> int:
     """Decode every frame of `video` into `out_dir/image_%05d.jpg` (1-based), created atomically.
 
     Args:
         video: the video file.
         out_dir: the frame folder to create; must not exist.
         dim: short side of the written frames.
+        notes: gets a warning when the resolution changes mid-stream (later frames take the first size).
     Returns:
         the number of frames written.
     Raises:
         ValueError: the video cannot be opened, has no decodable frame, or is truncated.
+        OSError: a frame cannot be written (naming it; ``ENOSPC`` on a full disk).
     """
     cap = cv2.VideoCapture(str(video))
     try:
@@ -73,15 +84,20 @@ def extract_video(video: Path, out_dir: Path, dim: int) -> int:
             raise ValueError(f"{video}: cannot be opened by cv2.VideoCapture (corrupt or unsupported)")
         header_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         with atomic_dir(out_dir) as tmp:
-            n = 0
+            n, first_hw, out_hw = 0, None, None
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
                 n += 1
-                if not cv2.imwrite(str(tmp / FRAMES.name(n)), resize_short_side(frame, dim),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-                    raise OSError(f"{video}: cannot write frame {n} to {tmp}")
+                if first_hw is None:
+                    first_hw = frame.shape[:2]
+                    out_hw = short_side_size(*first_hw, dim)
+                elif frame.shape[:2] != first_hw and notes is not None and not notes:
+                    notes.append(f"warning: {video}: the resolution changes at frame {n}, from {first_hw[1]}x{first_hw[0]} "
+                                 f"to {frame.shape[1]}x{frame.shape[0]}; every frame is saved at {out_hw[1]}x{out_hw[0]}")
+                resized = resize_short_side(frame, dim) if frame.shape[:2] == first_hw else _resize_to(frame, out_hw)
+                write_image(tmp / FRAMES.name(n), resized, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if n == 0:
                 raise ValueError(f"{video}: opened but no frame could be decoded (empty or corrupt)")
             if _truncated(n, header_count):
@@ -91,9 +107,17 @@ def extract_video(video: Path, out_dir: Path, dim: int) -> int:
     return n
 
 
-def _extract_one(job: tuple[Path, Path], dim: int) -> int:
+def _resize_to(frame: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """``frame``, of another size than its video's first frames, resized to theirs (INTER_AREA when shrinking)."""
+    h, w = frame.shape[:2]
+    interp = cv2.INTER_AREA if out_hw[0] * out_hw[1] < h * w else cv2.INTER_LINEAR
+    return cv2.resize(frame, (out_hw[1], out_hw[0]), interpolation=interp)
+
+
+def _extract_one(job: tuple[Path, Path], dim: int) -> tuple[int, list[str]]:
     video, out_dir = job
-    return extract_video(video, out_dir, dim)
+    notes: list[str] = []
+    return extract_video(video, out_dir, dim, notes), notes
 
 
 def plan_jobs(
@@ -147,13 +171,25 @@ def main(args: argparse.Namespace) -> dict:
     videos = list_videos(video_root)
     if not videos:
         raise FileNotFoundError(f"--video_root {video_root} has no <class>/<video> files with extensions {VIDEO_EXTS}")
+    others = other_files(video_root)
+    if others:
+        kinds = sorted({p.suffix.lower() or "(none)" for p in others})
+        print(f"extract_frame: skipped {len(others)} file(s) that are not videos (extensions {', '.join(kinds)}; "
+              f"videos are {' '.join(VIDEO_EXTS)}); first: {others[0].relative_to(video_root)}", file=sys.stderr)
+    check_manifest(frame_root, {"dim": args.dim, "jpeg_quality": JPEG_QUALITY}, "process_data/extract_frame.py",
+                   {"opencv": cv2.__version__}, "pass another --frame_root")
     jobs, skipped, failures = plan_jobs(videos, video_root, frame_root)
     results = parallel_map(partial(_extract_one, dim=args.dim), jobs, args.workers, desc="extract frames")
+    frames = 0
     for (video, _), res in zip(jobs, results):
         if isinstance(res, Exception):
             failures.append((str(video.relative_to(video_root)), str(res)))
+            continue
+        frames += res[0]
+        for note in res[1]:
+            print(note, file=sys.stderr)
     return finish_run("extract_frame", frame_root, failures, done=sum(not isinstance(r, Exception) for r in results),
-                      skipped=len(skipped), frames=sum(r for r in results if not isinstance(r, Exception)))
+                      skipped=len(skipped), frames=frames)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ encoding of :mod:`utils.layout`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -168,6 +170,20 @@ def mediapipe_pose_module() -> ModuleType:
     return pose
 
 
+@contextlib.contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to the null device for the block (Python's errors still raise)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class MediapipeBackend:
     """MediaPipe Pose (BlazePose full, whose models ship inside the mediapipe wheel): no download, CPU only.
 
@@ -195,8 +211,12 @@ class MediapipeBackend:
         with pose_module.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True,
                               min_detection_confidence=self.min_confidence,
                               min_tracking_confidence=self.min_confidence) as pose:
-            for i in indices:
-                result = pose.process(read_rgb_frame(video_dir, i, frame_hw))
+            for n, i in enumerate(indices):
+                frame = read_rgb_frame(video_dir, i, frame_hw)
+                # A model's first frame loads its graph, and TFLite and absl print their set-up lines (4 a video)
+                # to the terminal, across the progress bar; no environment variable or log level silences them.
+                with native_stderr_muted() if n == 0 else contextlib.nullcontext():
+                    result = pose.process(frame)
                 yield i, *self.views(result.pose_landmarks, result.segmentation_mask, out_hw)
 
     def views(self, pose_landmarks, segmentation_mask: np.ndarray | None,

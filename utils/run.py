@@ -424,12 +424,17 @@ def folder_views(model_dir: Path) -> set[str]:
 
 
 def newest_epoch(model_dir: Path, views: Iterable[str]) -> int:
-    """The newest epoch of which ``model_dir`` holds a checkpoint of any of ``views`` (0 when none)."""
-    return max((max(_epochs(Path(model_dir), view), default=0) for view in views), default=0)
+    """The newest epoch of which ``model_dir`` holds every view's checkpoint (0 when none).
+
+    An epoch only some views have is one a killed run did not finish saving; resuming rewrites it.
+    """
+    epochs = [_epochs(Path(model_dir), view) for view in views]
+    return max(set.intersection(*epochs), default=0) if epochs else 0
 
 
 def refuse_older_resume(path: Path, model_dir: Path, views: Iterable[str], epoch: int) -> None:
-    """A run resumed from an older epoch than its folder holds would replace the later epochs: refuse it.
+    """A run resumed from an older epoch than its folder holds (for every view) would replace the later epochs:
+    refuse it.
 
     Args:
         path: what ``--resume`` named (for the message).
