@@ -1,9 +1,11 @@
 """Draw one video in all four views — RGB, optical flow as colour, keypoint heatmaps, person mask.
 
-    python scripts/draw_views.py --csv_root process_data/data/synthetic --out assets/views.png
+    python scripts/draw_views.py --csv_root process_data/data/synthetic                 # -> runs/views.png
+    python scripts/draw_views.py --csv_root process_data/data/synthetic --out assets/views.png   # README's figure
 
 Reads the processed files exactly as training does (utils.frame_reader.FrameReader), so the
-figure shows what the encoders are fed.
+figure shows what the encoders are fed. The default output is under runs/, so a first try never
+replaces the figure the repository tracks.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
 from utils.frame_reader import FrameReader
+from utils.layout import REPO_ROOT
 from utils.metrics import save_figure
 from utils.video_index import VideoEntry, load_split
 
@@ -32,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first", type=int, default=1, help="first frame shown (1-based)")
     parser.add_argument("--frames", type=int, default=6, help="frames to show")
     parser.add_argument("--stride", type=int, default=4, help="frame stride between columns")
-    parser.add_argument("--out", type=Path, default=Path("assets/views.png"), help="output PNG")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "views.png", help="output PNG")
     return parser
 
 

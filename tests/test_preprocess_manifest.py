@@ -1,5 +1,6 @@
 """Preprocessing runs: each output tree's manifest (how it was made) and the faults the scripts report."""
 import errno
+import importlib.util
 import json
 import os
 import subprocess
@@ -192,3 +193,11 @@ def test_mediapipe_set_up_lines_stay_off_the_terminal(tmp_path):
     assert "extract_features: done 2" in proc.stdout
     for noise in ("XNNPACK", "inference_feedback_manager", "absl::InitializeLog"):
         assert noise not in proc.stderr, proc.stderr
+
+
+def test_draw_views_writes_under_runs_by_default():
+    spec = importlib.util.spec_from_file_location("draw_views", REPO / "scripts" / "draw_views.py")
+    draw_views = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(draw_views)
+    out = draw_views.get_args_parser().parse_args(["--csv_root", "x"]).out
+    assert out == REPO / "runs" / "views.png" and out != REPO / "assets" / "views.png"
