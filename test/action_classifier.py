@@ -54,7 +54,8 @@ class ActionClassifier(ClipEncoder):
             maps = F.relu(maps)
         _, hidden = self.agg(maps)  # [B, layers, D, s, s]
         context = hidden[:, -1].mean(dim=(2, 3))  # [B, D]
-        return self.final_fc(self.final_bn(context))
+        with torch.autocast(context.device.type, enabled=False):  # float32 logits under --amp
+            return self.final_fc(self.final_bn(context.float()))
 
 
 def parameter_groups(model: ActionClassifier, train_what: str, lr: float) -> list[dict]:

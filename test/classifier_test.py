@@ -13,6 +13,7 @@ from action_classifier import ActionClassifier
 from eval_setup import check_weights_finite, csv_root, default_out_dir, group_loader, report, view_size
 
 from utils.checkpoint import CheckpointError, clean_state_dict, load_checkpoint, state_dict_of
+from utils.distributed import gather_objects, is_main_process, shard
 from utils.eval_files import VideoProbabilities
 from utils.precision import to_channels_last
 from utils.video_index import VideoEntry, load_split
@@ -107,8 +108,11 @@ def load_classifier(path: Path, args: argparse.Namespace, class_names: list[str]
 
 
 def test_classifier(checkpoint: Path, args: argparse.Namespace, entries: list[VideoEntry], class_names: list[str],
-                    out_dir: Path, amp_dtype: torch.dtype | None = None) -> dict:
+                    out_dir: Path, amp_dtype: torch.dtype | None = None) -> dict | None:
     """Whole-video test of a classifier checkpoint; writes the report files into ``out_dir``.
+
+    Under torchrun each process tests its share of the videos on its own device; rank 0 gathers the
+    probabilities, writes the report and returns its figures (the other processes return ``None``).
 
     Args:
         checkpoint: the fine-tuned classifier.
@@ -121,14 +125,20 @@ def test_classifier(checkpoint: Path, args: argparse.Namespace, entries: list[Vi
     model = load_classifier(checkpoint, args, class_names)
     if amp_dtype is not None:
         to_channels_last(model)
-    probs, labels, indices = predict_videos(model, group_loader(entries, args), args.modality, args.batch_size,
-                                            args.device, progress=True, amp_dtype=amp_dtype)
-    videos = np.array([str(entries[i].frame_dir) for i in indices])
-    result = VideoProbabilities(probs, labels, videos, np.array(class_names), args.modality)
+    mine = shard(len(entries))
+    probs, labels, indices = predict_videos(model, group_loader([entries[i] for i in mine], args), args.modality,
+                                            args.batch_size, args.device, progress=is_main_process(), amp_dtype=amp_dtype)
+    parts = gather_objects((probs, labels, np.asarray(mine, dtype=np.int64)[indices]))
+    if not is_main_process():
+        return None
+    probs, labels, indices = (np.concatenate(column) for column in zip(*parts))
+    order = np.argsort(indices, kind="stable")
+    videos = np.array([str(entries[i].frame_dir) for i in indices[order]])
+    result = VideoProbabilities(probs[order], labels[order], videos, np.array(class_names), args.modality)
     return report(result, out_dir, "test", {"checkpoint": str(checkpoint), "split": args.split})
 
 
-def test_checkpoint(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict:
+def test_checkpoint(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict | None:
     """``--test CKPT``: the whole-video test of that checkpoint on the test split, into ``--out_dir``
     (default: beside the checkpoint, see :func:`eval_setup.default_out_dir`)."""
     entries, class_names = load_split(csv_root(args), "test", args.split)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from utils.classification_report import classification_metrics
 from utils.cli import run_cli
+from utils.distributed import cleanup, is_main_process
 from utils.ensemble import ensemble_probabilities, parse_ensemble_weights
 from utils.eval_files import load_probabilities
 from utils.views import VIEWS
@@ -69,7 +70,10 @@ def run_ensemble(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> dict:
     """Fuse the probability files; returns the fused view's metrics."""
     start(args)
-    return {"ensemble": run_ensemble(args)}
+    try:  # under torchrun rank 0 alone fuses and writes
+        return {"ensemble": run_ensemble(args)} if is_main_process() else {}
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

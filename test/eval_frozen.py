@@ -23,6 +23,7 @@ from train.model_3d import DPCRNN
 from utils import whole_video
 from utils.checkpoint import load_pretrained
 from utils.cli import run_cli
+from utils.distributed import cleanup, gather_objects, is_main_process, shard
 from utils.errors import UsageError
 from utils.eval_figures import nearest_neighbour_figure, tsne_figure
 from utils.eval_files import feature_cache_key, feature_cache_path, load_features, save_features
@@ -140,11 +141,17 @@ def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: li
     arrays = {}
     for part, entries in (("train", train), ("test", test)):
         start_time = time.time()
-        feats, labels = whole_video.extract_video_features(encoder.encode, group_loader(entries, args), args.modality,
-                                                           args.batch_size, args.device, True, amp_dtype)
+        mine = shard(len(entries))  # under torchrun each process extracts its share, gathered back in order
+        feats, labels = whole_video.extract_video_features(encoder.encode, group_loader([entries[i] for i in mine], args),
+                                                           args.modality, args.batch_size, args.device, is_main_process(),
+                                                           amp_dtype)
+        parts = gather_objects((np.asarray(mine, dtype=np.int64), feats, labels))
+        order = np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")
+        feats, labels = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2))
         arrays[f"{part}_features"], arrays[f"{part}_labels"] = feats, labels
         log.info("%s: %d video features %s in %.1fs", part, len(entries), feats.shape, time.time() - start_time)
-    save_features(path, key, arrays)
+    if is_main_process():
+        save_features(path, key, arrays)
     return {**arrays, "cache": "miss"}
 
 
@@ -202,6 +209,8 @@ def evaluate_encoder(args: argparse.Namespace, amp_dtype: torch.dtype | None = N
     train, class_names = load_split(csv_root(args), "train", args.split)
     test, _ = load_split(csv_root(args), "test", args.split)
     feats = encoder_features(args, train, test, out_dir, amp_dtype)
+    if not is_main_process():  # rank 0 alone writes the protocols' files
+        return {}
     results: dict = {"feature_cache": feats["cache"], "out_dir": str(out_dir)}
     if args.retrieval:
         results["retrieval"] = retrieval(args, feats, ks, (len(test), len(train)), out_dir)
@@ -217,7 +226,10 @@ def main(args: argparse.Namespace) -> dict:
     if not requested(args):
         raise UsageError("nothing to evaluate: pass --retrieval, --linear_probe and/or --qualitative")
     start(args)
-    return {"encoder": evaluate_encoder(args, precision(args))}
+    try:
+        return {"encoder": evaluate_encoder(args, precision(args))}
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

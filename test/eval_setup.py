@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from utils.checkpoint import has_running_stats
 from utils.classification_report import write_classification_report
-from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, select_gpus
+from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, default_num_workers, select_gpus
+from utils.distributed import DistInfo, init_distributed, is_main_process, local_world_size
 from utils.errors import check_finite
 from utils.eval_files import VideoProbabilities, save_probabilities
 from utils.files import write_json
@@ -55,12 +56,16 @@ def add_encoder_flags(groups: Groups) -> None:
     data.add_argument("--csv_root", type=Path, default=None,
                       help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
     data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="split number of the train/test lists")
-    data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
-    data.add_argument("--batch_size", type=int, default=8, help="clips per step (and test groups per forward)")
+    data.add_argument("--num_workers", type=int, default=None,
+                      help="data loading processes (default: 4 per GPU this process drives, at most its share of the CPUs)")
+    data.add_argument("--batch_size", type=int, default=8,
+                      help="clips per step (and test groups per forward); per process under torchrun")
     data.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and the val split")
 
     hardware = groups["hardware"]
-    hardware.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    # No CUDA call here: --gpu must set CUDA_VISIBLE_DEVICES before anything initialises CUDA.
+    hardware.add_argument("--device", default=None,
+                          help="torch device (default: cuda:<LOCAL_RANK> under torchrun, cuda where a GPU is visible, else cpu)")
     add_gpu_flag(hardware)
     hardware.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                           help="mixed precision with channels-last 3-D convolutions: bf16 on a CPU with native bf16 "
@@ -74,10 +79,26 @@ def add_out_dir_flag(groups: Groups) -> None:
                                   help="evaluation output folder (default: see above)")
 
 
-def start(args: argparse.Namespace) -> None:
-    """Pick the GPUs (before CUDA starts) and log to the console."""
+def start(args: argparse.Namespace) -> DistInfo:
+    """Pick the GPUs (before CUDA starts), join torchrun's process group if launched by it, resolve the
+    defaults that depend on the hardware (``--device``, ``--num_workers``), and log to the console (rank 0).
+    Call :func:`utils.distributed.cleanup` when done."""
     select_gpus(getattr(args, "gpu", None))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    info = init_distributed()
+    if getattr(args, "device", "") is None:
+        args.device = str(info.device)
+    if getattr(args, "num_workers", 0) is None:
+        args.num_workers = default_num_workers(data_parallel_gpus(args, info), local_world_size())
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(message)s")
+    return info
+
+
+def data_parallel_gpus(args: argparse.Namespace, info: DistInfo) -> int:
+    """GPUs this process drives: every visible one with DataParallel in a single process on CUDA, else 1 (0 on a CPU)."""
+    device = torch.device(args.device)
+    if device.type != "cuda":
+        return 0
+    return 1 if info.distributed else torch.cuda.device_count()
 
 
 def precision(args: argparse.Namespace) -> torch.dtype | None:

@@ -13,28 +13,44 @@ test_confusion.png, test_per_class.{md,csv}).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from utils import run
-from utils.augmentation import add_colour_jitter_flag, model_input
+from utils.augmentation import add_colour_jitter_flag
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
 from utils.cli_options import check_optimiser_flags
-from utils.distributed import seed_everything
+from utils.distributed import (
+    DistInfo,
+    barrier,
+    cleanup,
+    feed,
+    gather_objects,
+    is_distributed,
+    is_main_process,
+    mean_over_processes,
+    process_seed,
+    seed_everything,
+    unwrap,
+    wrap_model,
+)
 from utils.errors import check_finite
 from utils.files import append_jsonl
 from utils.layout import REPO_ROOT, resolve_hflip
 from utils.metrics import AverageMeter, topk_accuracy
-from utils.precision import autocast, grad_scaler, to_channels_last
+from utils.precision import grad_scaler, to_channels_last
 from utils.video_data import MultiViewClipDataset, fill_frame_caches
 from utils.video_index import VideoEntry, holdout_split, load_split
 from utils.views import view_backbone
@@ -49,6 +65,7 @@ from eval_setup import (  # noqa: E402
     add_out_dir_flag,
     check_weights_finite,
     csv_root,
+    data_parallel_gpus,
     default_out_dir,
     log,
     new_parser,
@@ -139,7 +156,11 @@ def exp_name(args: argparse.Namespace) -> str:
 
 
 def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[VideoEntry]) -> tuple[DataLoader, DataLoader]:
-    """Augmented random clips of the training videos; the middle clip of each validation video."""
+    """Augmented random clips of the training videos; the middle clip of each validation video.
+
+    Under torchrun each process loads its share (``DistributedSampler``); :func:`evaluate` gathers the
+    validation clips back and counts the ones the sampler repeats to pad its shares once.
+    """
     size = {args.modality: view_size(args)}
     clip = dict(num_seq=args.num_seq, seq_len=args.seq_len, ds=args.ds)
     train_set = MultiViewClipDataset(train, [args.modality], size, **clip, train=True, hflip=use_hflip(args), seed=args.seed,
@@ -147,11 +168,18 @@ def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[Vi
     val_set = MultiViewClipDataset(val, [args.modality], size, **clip, train=False)
     if args.cache_frames:
         fill_frame_caches([train_set, val_set], args.num_workers)
+    generator = torch.Generator().manual_seed(args.seed)
+    if is_distributed():
+        train_order = dict(sampler=DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True))
+        val_order = dict(sampler=DistributedSampler(val_set, shuffle=False))
+        share = len(train_order["sampler"])
+    else:
+        train_order, val_order, share = dict(shuffle=True), {}, len(train_set)
+    pin = torch.device(args.device).type == "cuda"
     # drop_last keeps BatchNorm1d from a batch of one; a set smaller than a batch is used whole.
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers,
-                              drop_last=len(train_set) >= args.batch_size,
-                              generator=torch.Generator().manual_seed(args.seed))
-    return train_loader, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, num_workers=args.num_workers, drop_last=share >= args.batch_size,
+                              generator=generator, pin_memory=pin, **train_order)
+    return train_loader, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=pin, **val_order)
 
 
 # ---------------------------------------------------------------- resume and save
@@ -230,22 +258,23 @@ class Precision:
     scaler: torch.amp.GradScaler | None = None
 
 
-def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
-                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of one batch and its logits, both float32 whatever the autocast dtype.
+def forward_loss(model: nn.Module, blocks: torch.Tensor, y: torch.Tensor, view: str, device: torch.device | str,
+                 amp_dtype: torch.dtype | None = None, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of one batch and its logits, both float32 whatever the autocast dtype (the classifier's
+    last layer runs outside autocast).
 
     Args:
-        model: the classifier.
-        x: float blocks ``[B, N, C, SL, H, W]`` (:func:`~utils.augmentation.model_input`).
+        model: the classifier, wrapped by :func:`utils.distributed.wrap_model` or bare.
+        blocks: the loader's uint8 blocks ``[B, N, C, SL, H, W]`` (made float on the model's device).
         y: classes ``[B]``.
+        view: the view of ``blocks`` (``--modality``).
         device: where the model runs.
-        amp_dtype: autocast dtype of ``--amp``, or ``None`` for float32.
+        amp_dtype: autocast dtype of ``--amp``, or ``None`` for float32 (a wrapped model has its own).
+        reduction: of the cross-entropy (``"none"``: per clip).
     """
     device = torch.device(device)
-    with autocast(device, amp_dtype):
-        logits = model(x.to(device))  # [B, K]
-    logits = logits.float()
-    return F.cross_entropy(logits, y.to(device)), logits
+    logits = feed(model, blocks, view, device, amp_dtype).float()  # [B, K]
+    return F.cross_entropy(logits, y.to(device), reduction=reduction), logits
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -269,50 +298,57 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         optimizer: built on :func:`action_classifier.parameter_groups`.
         epoch: 0-based epoch (the backbone is frozen in epoch 0).
         args: the parsed flags (``modality``, ``train_what``, ``device``, ``print_freq``).
-        writer: TensorBoard writer of the iteration losses.
+        writer: TensorBoard writer of the iteration losses (``None`` on ranks other than 0).
         iteration: optimiser steps taken before this epoch.
         amp: the ``--amp`` precision.
+
+    Returns:
+        the epoch's loss and top-1, averaged over processes.
     """
     model.train()
-    set_trainable(model, args.train_what, epoch)
+    set_trainable(unwrap(model), args.train_what, epoch)
     loader.dataset.set_epoch(epoch)
     loss_meter, acc_meter = AverageMeter(), AverageMeter()
-    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False):
+    for batch in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not is_main_process()):
         y = batch["label"].to(args.device)
-        x = model_input(batch[args.modality], args.modality, args.device)
-        loss, logits = forward_loss(model, x, y, args.device, amp.dtype)
+        loss, logits = forward_loss(model, batch[args.modality], y, args.modality, args.device, amp.dtype)
         check_finite(loss, f"fine-tuning loss at epoch {epoch}, iteration {iteration}",
                      "stopping; the last epoch's checkpoint is kept: lower --lr, or check the --pretrain checkpoint")
         _step(loss, optimizer, amp.scaler)
         loss_meter.update(loss.item(), len(y))
         acc_meter.update(topk_accuracy(logits.detach(), y, (1,))[0], len(y))
         iteration += 1
-        if iteration % args.print_freq == 0:
+        if writer is not None and iteration % args.print_freq == 0:
             writer.add_scalar("iter/loss", loss.item(), iteration)
-    return {"loss": loss_meter.avg, "top1": acc_meter.avg}, iteration
+    return {"loss": mean_over_processes(loss_meter.avg), "top1": mean_over_processes(acc_meter.avg)}, iteration
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict:
-    """Loss, top-1 and top-5 on the middle clip of each validation video."""
+    """Loss, top-1 and top-5 on the middle clip of each validation video; under torchrun every process
+    gets the same figures, over every clip once."""
     model.eval()
-    loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    rows: list[np.ndarray] = []  # per clip: dataset index, loss, top-1 hit, top-5 hit
     for batch in loader:
         y = batch["label"].to(args.device)
-        x = model_input(batch[args.modality], args.modality, args.device)
-        loss, logits = forward_loss(model, x, y, args.device, amp_dtype)
-        acc1, acc5 = topk_accuracy(logits, y, (1, 5))
-        loss_meter.update(loss.item(), len(y))
-        top1.update(acc1, len(y))
-        top5.update(acc5, len(y))
-    return {"loss": loss_meter.avg, "top1": top1.avg, "top5": top5.avg}
+        loss, logits = forward_loss(model, batch[args.modality], y, args.modality, args.device, amp_dtype, "none")
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y[:, None])  # [B, k]
+        rows.append(torch.stack([batch["index"].double(), loss.double().cpu(), hits[:, 0].double().cpu(),
+                                 hits.any(dim=1).double().cpu()], dim=1).numpy())
+    table = np.concatenate([r for part in gather_objects(rows) for r in part] or [np.zeros((0, 4))])
+    _, first = np.unique(table[:, 0], return_index=True)  # DistributedSampler's padding repeats clips
+    loss, top1, top5 = table[first, 1:].mean(axis=0) if len(first) else (float("nan"),) * 3
+    return {"loss": float(loss), "top1": float(top1), "top5": float(top5)}
 
 
 def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """Make an epoch's clip order, dropout and augmentation a function of (seed, epoch), so a resumed
-    run repeats exactly what an uninterrupted one does."""
-    seed_everything(seed + epoch)
+    run repeats exactly what an uninterrupted one does; under torchrun each process draws its own dropout
+    masks (:func:`utils.distributed.process_seed`)."""
+    seed_everything(process_seed(seed + epoch))
     loader.generator.manual_seed(seed + epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
 
 
 def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], optimizer: torch.optim.Optimizer,
@@ -328,7 +364,7 @@ def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], opt
         epoch: the 0-based epoch to run.
         state: the run's progress, updated in place.
         args: the parsed flags.
-        writers: the ``train`` and ``val`` TensorBoard writers.
+        writers: the ``train`` and ``val`` TensorBoard writers (``None`` on ranks other than 0).
         amp: the ``--amp`` precision.
     """
     train_loader, val_loader = loaders
@@ -338,10 +374,11 @@ def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], opt
     val_stats = evaluate(model, val_loader, args, amp.dtype)
     check_finite(val_stats["loss"], f"validation loss after epoch {epoch + 1}",
                  "the weights diverged; the previous epoch's checkpoint is kept: lower --lr and --resume from it")
-    for part, stats in (("train", train_stats), ("val", val_stats)):
-        for key, value in stats.items():
-            writers[part].add_scalar(f"epoch/{key}", value, epoch)
-    writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
+    if writers["train"] is not None:
+        for part, stats in (("train", train_stats), ("val", val_stats)):
+            for key, value in stats.items():
+                writers[part].add_scalar(f"epoch/{key}", value, epoch)
+        writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
     scheduler.step()
     improved = val_stats["top1"] > state.best_acc
     if improved:
@@ -356,13 +393,18 @@ def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], opt
 # ---------------------------------------------------------------- fine-tuning
 
 
-def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> dict:
+def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None, info: DistInfo | None = None) -> dict:
     """Fine-tune, keep the best checkpoint by validation top-1, then test it on the test split.
+
+    Under torchrun every process trains its share of each batch (DDP) and rank 0 alone writes the
+    experiment folder; with several GPUs in one process the classifier runs under DataParallel.
 
     Args:
         args: the parsed flags.
         amp_dtype: autocast dtype of ``--amp`` (:func:`eval_setup.precision`), or ``None`` for float32.
+        info: this process's place (:func:`eval_setup.start`); ``None``: a single process.
     """
+    info = dataclasses.replace(info or DistInfo(0, 1, 0, torch.device(args.device), False), device=torch.device(args.device))
     check_optimiser_flags(args)
     if not 0 <= args.dropout < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
@@ -390,17 +432,22 @@ def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> 
         exp = run.experiment_of({args.modality: resumed[0]})
     else:
         state, exp = run.Progress(), Path(args.save_dir) / exp_name(args)
-    model_dir = run.open_experiment(exp, args, state.epoch if resumed else None)
+    model_dir = run.open_experiment(exp, args, state.epoch if resumed else None) if is_main_process() else exp / "model"
     train_loader, val_loader = clip_loaders(args, train_entries, val_entries)
+    # Unused parameters: the backbone is frozen in epoch 0 (and for good with --train_what last).
+    wrapped = wrap_model(model, args.modality, info, data_parallel_gpus(args, info), amp_dtype, find_unused_parameters=True)
     log.info("fine-tuning %s on %d train / %d val videos (%d classes, hflip %s) into %s", args.modality,
              len(train_entries), len(val_entries), len(class_names), "on" if use_hflip(args) else "off", exp)
-    with run.EventLog(exp / "img" / "train") as train_log, run.EventLog(exp / "img" / "val") as val_log:
-        writers = {"train": train_log, "val": val_log}
+    with contextlib.ExitStack() as stack:
+        writers = {part: stack.enter_context(run.EventLog(exp / "img" / part)) if is_main_process() else None
+                   for part in ("train", "val")}
         for epoch in range(state.epoch, args.epochs):
-            record = finetune_epoch(model, (train_loader, val_loader), optimizer, scheduler, epoch, state, args,
+            record = finetune_epoch(wrapped, (train_loader, val_loader), optimizer, scheduler, epoch, state, args,
                                     writers, amp)
-            save_finetuning(model_dir, model, optimizer, scheduler, state, args, class_names, track, amp.scaler)
-            append_jsonl(record, exp / "log.jsonl")
+            if is_main_process():
+                save_finetuning(model_dir, model, optimizer, scheduler, state, args, class_names, track, amp.scaler)
+                append_jsonl(record, exp / "log.jsonl")
+    barrier()  # the best checkpoint is on disk before any process reads it
     best = run.checkpoint_path(model_dir, args.modality, "best")
     results = test_classifier(best, args, test_entries, class_names, args.out_dir or default_out_dir(best, args),
                               amp_dtype)
@@ -409,11 +456,14 @@ def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None) -> 
 
 def main(args: argparse.Namespace) -> dict:
     """``--test CKPT`` tests that checkpoint; otherwise fine-tune from ``--pretrain`` (or ``--resume``) and test."""
-    start(args)
-    amp_dtype = precision(args)
-    if args.test is not None:
-        return {"test": test_checkpoint(args, amp_dtype)}
-    return {"finetune": finetune(args, amp_dtype)}
+    info = start(args)
+    try:
+        amp_dtype = precision(args)
+        if args.test is not None:
+            return {"test": test_checkpoint(args, amp_dtype)}
+        return {"finetune": finetune(args, amp_dtype, info)}
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

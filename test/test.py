@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from utils.cli import run_cli
+from utils.distributed import cleanup, is_main_process
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
@@ -68,16 +69,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run the mode the flags select (see the --help epilog); returns its results."""
-    start(args)
-    if args.ensemble:
-        return {"ensemble": ensemble.run_ensemble(args)}
-    amp_dtype = precision(args)
-    results = {}
-    if args.test is not None:
-        results["test"] = test_checkpoint(args, amp_dtype)
-    if eval_frozen.requested(args):
-        results["encoder"] = eval_frozen.evaluate_encoder(args, amp_dtype)
-    return results or {"finetune": finetune.finetune(args, amp_dtype)}
+    info = start(args)
+    try:
+        if args.ensemble:
+            return {"ensemble": ensemble.run_ensemble(args)} if is_main_process() else {}
+        amp_dtype = precision(args)
+        results = {}
+        if args.test is not None:
+            results["test"] = test_checkpoint(args, amp_dtype)
+        if eval_frozen.requested(args):
+            results["encoder"] = eval_frozen.evaluate_encoder(args, amp_dtype)
+        return results or {"finetune": finetune.finetune(args, amp_dtype, info)}
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -1,28 +1,42 @@
-"""Mixed precision policy (utils/precision.py): dtype per device, channels-last, and bf16 pretraining and
-fine-tuning steps close to fp32."""
+"""Mixed precision policy (utils/precision.py): dtype per device, channels-last, bf16 pretraining and
+fine-tuning steps close to fp32, float32 logits, and gradient diagnostics under fp16."""
 import pytest
 import torch
 from script_module import load_script
+from torch import nn
 
 from train.losses import CoConLossConfig, cocon_loss
 from train.model_3d import DPCRNN
+from train.pretrain_loop import unscaled_gradient_norms
 from utils import precision
-from utils.precision import amp_dtype_for, autocast, grad_scaler, match_layout, to_channels_last
+from utils.precision import amp_dtype_for, autocast, cpu_has_bf16, grad_scaler, match_layout, to_channels_last
 
 torch.set_num_threads(1)
 
 
-def test_amp_dtype_under_dataparallel_is_fp16(monkeypatch):
+def test_amp_dtype_on_cuda_is_bf16_only_where_native(monkeypatch):
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert amp_dtype_for(True, cuda) == torch.bfloat16
-    # DataParallel replicas re-enter autocast without the dtype: fp16, which gets a GradScaler.
-    assert amp_dtype_for(True, cuda, data_parallel=True) == torch.float16
-    assert amp_dtype_for(False, cuda, data_parallel=True) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    # A T4 / RTX 20xx: torch emulates bf16 there (its default check says yes), cuDNN has no bf16 convolutions.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert amp_dtype_for(True, cuda) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert amp_dtype_for(True, cuda) == torch.bfloat16
+    assert amp_dtype_for(False, cuda) is None
     assert grad_scaler(torch.float16, torch.device("cpu")) is not None
     assert grad_scaler(torch.bfloat16, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(("flags", "native"), [
+    ("fpu sse avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512 alone: oneDNN emulates bf16
+    ("fpu avx2 avx512f avx512_bf16", True),
+    ("fpu avx2 amx_bf16 amx_tile", True),
+    ("fp asimd", False),
+])
+def test_cpu_bf16_needs_avx512_bf16_or_amx(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16(cpuinfo) is native
+    assert cpu_has_bf16(tmp_path / "missing") is False
 
 
 def test_amp_on_cpu_is_bf16_only_with_native_support(monkeypatch, caplog):
@@ -68,16 +82,39 @@ def test_bf16_finetuning_step_loss_close_to_fp32_on_the_same_batch():
     finetune = load_script("finetune")
     torch.manual_seed(0)
     model = load_script("action_classifier").ActionClassifier("resnet10", 3, 32, seq_len=4, num_seq=4, num_classes=5)
-    clip = torch.randn(4, 4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    clip = torch.randint(0, 256, (4, 4, 3, 4, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 1, 2, 3])
     cpu = torch.device("cpu")
     model.eval()  # no dropout: both passes see the same network
     with torch.no_grad():
-        fp32, _ = finetune.forward_loss(model, clip, labels, cpu)
+        fp32, _ = finetune.forward_loss(model, clip, labels, "imgs", cpu)
     to_channels_last(model)
-    bf16, logits = finetune.forward_loss(model, clip, labels, cpu, torch.bfloat16)
-    assert logits.dtype == bf16.dtype == torch.float32  # the loss is computed in float32 from autocast logits
+    head_dtypes = []
+    model.final_fc[1].register_forward_hook(lambda m, inputs, out: head_dtypes.append((inputs[0].dtype, out.dtype)))
+    bf16, logits = finetune.forward_loss(model, clip, labels, "imgs", cpu, torch.bfloat16)
+    assert logits.dtype == bf16.dtype == torch.float32
+    # The last linear layer itself runs in float32 (not bf16 logits cast afterwards).
+    assert head_dtypes == [(torch.float32, torch.float32)]
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
     head = model.final_fc[1].weight.detach().clone()
     finetune._step(bf16, torch.optim.SGD(model.parameters(), lr=0.1), scaler=None)
     assert torch.isfinite(model.final_fc[1].weight).all() and not torch.equal(model.final_fc[1].weight, head)
+
+
+def test_gradient_norms_under_fp16_are_those_of_the_unscaled_gradient():
+    torch.manual_seed(0)
+    backbone = nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+
+    def terms() -> dict[str, torch.Tensor]:
+        # A gradient of about 1e-8 per weight: below fp16's smallest number, as small CPC gradients are.
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = backbone(x)
+        assert out.dtype == torch.float16
+        return {"cpc/imgs": out.float().sum() * 1e-8}  # losses are float32 from the fp16 outputs
+
+    exact = unscaled_gradient_norms({"cpc/imgs": (backbone(x).sum() * 1e-8)}, "imgs", backbone, None)["grad_norm/imgs/cpc"]
+    assert unscaled_gradient_norms(terms(), "imgs", backbone, None)["grad_norm/imgs/cpc"] == 0.0  # underflows unscaled
+    scaled = unscaled_gradient_norms(terms(), "imgs", backbone, torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    assert scaled["grad_norm/imgs/cpc"] == pytest.approx(exact, rel=1e-2)

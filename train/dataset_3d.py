@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from utils.distributed import once_on_main
 from utils.frame_reader import check_views_on_disk
 from utils.video_data import MultiViewClipDataset
 from utils.video_index import holdout_split, load_split, split_csv_path
@@ -69,7 +70,7 @@ def build_pretrain_datasets(
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"--sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     entries, class_names = load_split(csv_root, "train", split)
-    check_views_on_disk(entries, views, f"train split {split} of {csv_root}")
+    once_on_main(check_views_on_disk, entries, views, f"train split {split} of {csv_root}")  # one scan, not one per rank
     train_entries, val_entries = holdout_split(entries, val_fraction, seed)
     if not val_entries:
         raise ValueError(

@@ -34,7 +34,6 @@ import time
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
@@ -48,8 +47,18 @@ from train.probe import probe
 from utils import run
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
-from utils.cli_options import select_gpus
-from utils.distributed import DistInfo, cleanup, init_distributed, is_main_process, seed_everything
+from utils.cli_options import default_num_workers, select_gpus
+from utils.distributed import (
+    DistInfo,
+    cleanup,
+    init_distributed,
+    is_main_process,
+    local_world_size,
+    mean_over_processes,
+    process_seed,
+    seed_everything,
+    wrap_model,
+)
 from utils.files import append_jsonl
 from utils.layout import resolve_csv_root, resolve_hflip
 from utils.precision import amp_dtype_for, describe_amp, grad_scaler, to_channels_last
@@ -106,14 +115,6 @@ def build_optimizer(model: nn.Module, lr: float, wd: float, backbone_mult: float
     groups = [{"params": backbone, "lr": lr * backbone_mult, "name": "backbone"}, {"params": head, "lr": lr, "name": "head"}]
     # foreach: one multi-tensor update instead of a Python loop over parameters (half the time on CPU).
     return torch.optim.Adam(groups, lr=lr, weight_decay=wd, foreach=True)
-
-
-def wrap_model(model: nn.Module, info: DistInfo, n_gpu: int) -> nn.Module:
-    """Move to the device; DDP under torchrun, DataParallel over several GPUs otherwise."""
-    model = model.to(info.device)
-    if info.distributed:
-        return DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-    return nn.DataParallel(model) if n_gpu > 1 else model
 
 
 def build_optimizers(
@@ -190,9 +191,11 @@ def main(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(asctime)s %(message)s")
     resume_flags(args)  # a --resume run takes the flags of the run it continues
-    views = check_args(args)
     n_gpu = torch.cuda.device_count() if info.device.type == "cuda" and not info.distributed else 1
-    amp_dtype = amp_dtype_for(args.amp, info.device, data_parallel=n_gpu > 1)
+    if args.num_workers is None:
+        args.num_workers = default_num_workers(n_gpu if info.device.type == "cuda" else 0, local_world_size())
+    views = check_args(args)
+    amp_dtype = amp_dtype_for(args.amp, info.device)
     seed_everything(args.seed)
     models = build_models(views, args)  # raises on an --img_dim / --pred_step the network cannot take
 
@@ -204,7 +207,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     )
     log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d); %s",
              hflip, args.batch_size, n_gpu, info.world_size, args.batch_size * n_gpu * info.world_size, args.grad_accum,
-             describe_amp(amp_dtype, n_gpu > 1))
+             describe_amp(amp_dtype))
     if args.cache_frames:
         fill_frame_caches([train_ds, val_ds], args.num_workers)
     train_loader, val_loader = build_loaders(train_ds, val_ds, args.batch_size, n_gpu, args, info)
@@ -223,7 +226,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
         resumed_epoch = state.epoch
     start_epoch = args.start_epoch if args.start_epoch is not None else state.epoch
     ctx = RunContext(
-        models={view: wrap_model(model, info, n_gpu) for view, model in models.items()},
+        models={view: wrap_model(model, view, info, n_gpu, amp_dtype) for view, model in models.items()},
         optimizers=optimizers, schedulers=schedulers, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
         loss_cfg=CoConLossConfig(temperature=cpc_temperature(args.temp, args.l2_norm, args.temp_division),
                                  msync_wt=args.msync_wt, dot_wt=args.dot_wt, pool=args.pool),
@@ -245,12 +248,13 @@ def run_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Nam
     """
     started = time.time()
     set_epoch(ctx.train_loader, epoch, args.seed)
-    seed_everything(args.seed + epoch)
+    seed_everything(process_seed(args.seed + epoch))  # dropout masks differ between processes
     train_stats = train_one_epoch(ctx, epoch, state, args)
     do_probe = args.ft_freq > 0 and (epoch + 1) % args.ft_freq == 0
     val_stats, features, labels = evaluate(ctx.models, ctx.val_loader, ctx.loss_cfg, ctx.info.device, args.debug, do_probe, ctx.amp_dtype)
+    plateau_loss = mean_over_processes(val_stats["total"])  # every process's scheduler decides alike
     for scheduler in ctx.schedulers.values():
-        scheduler.step(val_stats["total"])
+        scheduler.step(plateau_loss)
     improved = [view for view in ctx.models if val_stats[f"cpc_top1/{view}"] > state.best_acc[view]]
     for view in improved:
         state.best_acc[view] = val_stats[f"cpc_top1/{view}"]

@@ -37,7 +37,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="random horizontal flips (default: on, off for synthetic whose classes are mirror pairs)")
     data.add_argument("--val_fraction", type=float, default=0.1, help="share of each class's training videos held out for validation")
     add_colour_jitter_flag(data)
-    data.add_argument("--num_workers", type=int, default=4, help="data loading processes")
+    data.add_argument("--num_workers", type=int, default=None,
+                      help="data loading processes (default: 4 per GPU this process drives, at most its share of the CPUs)")
     data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
                       help="decode every frame once into memory before training (small datasets): later epochs never read "
                            "the disk; the memory needed is logged and checked first (one copy shared by the workers, one per "

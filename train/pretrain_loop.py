@@ -26,12 +26,10 @@ from train.diagnostics import cpc_parts, similarity_agreement, term_gradient_nor
 from train.losses import CoConLossConfig, cocon_loss, cocon_terms, pool_blocks, total_loss
 from train.pretrain_flags import DEBUG_BATCHES
 from train.pretrain_run import TrainState
-from utils.augmentation import model_input
-from utils.distributed import DistInfo, all_gather_with_grad, first_occurrences, is_main_process, unwrap
+from utils.distributed import DistInfo, all_gather_with_grad, feed, first_occurrences, is_main_process, unwrap
 from utils.embedding import clip_embedding
 from utils.errors import check_finite
 from utils.metrics import AverageMeter
-from utils.precision import autocast
 from utils.run import EventLog
 from utils.visualize import clip_grid
 
@@ -63,13 +61,18 @@ def forward_views(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Run every view's encoder; outputs gathered over processes (global batch), in float32.
 
+    Args:
+        models: view -> encoder, as :func:`utils.distributed.wrap_model` made it (or bare).
+        batch: view -> the loader's uint8 blocks ``[B, N, C, SL, H, W]``.
+        device: this process's device.
+        amp_dtype: autocast dtype of bare models (wrapped ones carry theirs).
+
     Returns:
         view -> (pred ``[B, P, D, s, s]``, feature ``[B, N, D, s, s]``), B the global batch.
     """
     outputs = {}
     for view, model in models.items():
-        with autocast(device, amp_dtype):
-            pred, feature = model(model_input(batch[view], view, device))
+        pred, feature = feed(model, batch[view], view, device, amp_dtype)  # uint8 made float on each replica
         outputs[view] = (all_gather_with_grad(pred.float()), all_gather_with_grad(feature.float()))
     return outputs
 
@@ -126,9 +129,19 @@ def diagnose(ctx: RunContext, outputs: dict[str, tuple[torch.Tensor, torch.Tenso
     loss kind in the RGB backbone (one extra backward pass per kind; on every process, as DDP's collectives need)."""
     found = {key: torch.tensor(value) for key, value in similarity_agreement(outputs, ctx.loss_cfg.pool).items()}
     if "imgs" in ctx.models and grad_diag_freq and iteration % grad_diag_freq == 0:
-        norms = term_gradient_norms(terms, "imgs", unwrap(ctx.models["imgs"]).backbone)
+        norms = unscaled_gradient_norms(terms, "imgs", unwrap(ctx.models["imgs"]).backbone, ctx.scaler)
         found.update({key: torch.tensor(value) for key, value in norms.items()})
     return found
+
+
+def unscaled_gradient_norms(terms: dict[str, torch.Tensor], view: str, backbone: nn.Module,
+                            scaler: torch.amp.GradScaler | None) -> dict[str, float]:
+    """:func:`~train.diagnostics.term_gradient_norms` of the true gradient: under fp16 the terms are scaled by the
+    GradScaler's factor first (fp16 gradients of the bare loss underflow to zero, as the training step's would)
+    and the norms divided by it."""
+    scale = float(scaler.get_scale()) if scaler is not None else 1.0
+    norms = term_gradient_norms({key: term * scale for key, term in terms.items()}, view, backbone)
+    return {key: value / scale for key, value in norms.items()}
 
 
 def train_one_epoch(ctx: RunContext, epoch: int, state: TrainState, args: argparse.Namespace) -> dict[str, float]:

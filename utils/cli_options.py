@@ -130,3 +130,25 @@ def track_given_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 def given_flags(args: argparse.Namespace) -> frozenset[str] | None:
     """The ``dest`` of every flag the command line named, or ``None`` when ``args`` comes from an untracked parser."""
     return getattr(args, GIVEN_ATTR, None)
+
+
+# Loader workers per GPU a process drives: one worker decodes about 20 clips/s at 128 px, a GPU trains
+# several times that; the CPUs of the node cap it (torch warns past them, and more only contend).
+WORKERS_PER_GPU = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, as DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_num_workers(gpus: int, processes_per_node: int = 1) -> int:
+    """``--num_workers`` when unset: :data:`WORKERS_PER_GPU` per GPU this process drives (DataParallel drives
+    several), at most this process's share of the CPUs (torchrun puts ``processes_per_node`` on a node), at least 1.
+
+    Args:
+        gpus: GPUs this process drives (0 on a CPU).
+        processes_per_node: processes sharing this node's CPUs (torchrun's ``LOCAL_WORLD_SIZE``).
+    """
+    share = available_cpus() // max(1, processes_per_node)
+    return max(1, min(WORKERS_PER_GPU * max(1, gpus), share))

@@ -31,6 +31,7 @@ from utils.augmentation import (
     to_blocks_uint8,
 )
 from utils.clip_sampling import check_clip_length, clip_indices, video_group_indices
+from utils.distributed import local_world_size
 from utils.frame_reader import (
     FrameReader,
     decode_each,
@@ -84,7 +85,8 @@ def fill_frame_caches(
     cached frames are only read, so the memory is paid once whatever the number of workers, and
     no epoch reads the disk again. (A cache filled inside the workers would be per worker and,
     without persistent workers, lost at the end of every epoch.) Under ``torchrun`` each process
-    holds its own copy.
+    holds its own copy, so the check counts one copy per process on this node (``LOCAL_WORLD_SIZE``):
+    every process checks before any has filled its cache.
 
     Args:
         datasets: the datasets to fill (each gets its own cache).
@@ -96,13 +98,16 @@ def fill_frame_caches(
         Bytes held by the caches.
 
     Raises:
-        MemoryError: the estimated size exceeds 80 % of the memory the kernel reports as available.
+        MemoryError: the estimated size of every process's copy exceeds 80 % of the memory the kernel
+            reports as available.
     """
     estimate = sum(ds.estimate_cache_bytes() for ds in datasets)
+    copies = local_world_size()
     available = available_memory()
-    if available is not None and estimate > 0.8 * available:
+    if available is not None and estimate * copies > 0.8 * available:
+        each = f" for each of the {copies} processes on this node (torchrun's LOCAL_WORLD_SIZE)" if copies > 1 else ""
         raise MemoryError(
-            f"{flag}: the decoded frames need about {estimate / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "
+            f"{flag}: the decoded frames need about {estimate / 2**30:.1f} GiB{each} but {available / 2**30:.1f} GiB is "
             "available; drop the flag, or use fewer views or a smaller --img_dim"
         )
     started = time.time()
