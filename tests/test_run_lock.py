@@ -142,6 +142,7 @@ def test_a_bare_resume_of_the_experiment_folder_takes_the_runs_flags(first_run, 
     assert (recorded["dataset"], recorded["img_dim"], recorded["net"], recorded["modalities"], recorded["ds"]) == (
         "tiny", 32, "resnet10", "imgs_flow", 1)
     assert load_checkpoint(exp / "model" / "mode_flow_epoch2.pth.tar")["args"]["seq_len"] == 2
+    assert "_given_flags" not in recorded
 
 
 @pytest.mark.parametrize("flag, value, match", [

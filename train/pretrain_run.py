@@ -2,8 +2,9 @@
 every view's checkpoint (through :mod:`utils.run`, the run layer fine-tuning shares).
 
 A resumed run carries its settings: ``--resume <exp>`` (or its ``model/`` folder or a checkpoint) takes every
-flag from the run's newest args file (:func:`resume_flags`). A flag given on the command line that contradicts
-the recorded one is refused, except those a continued run may change (:data:`RESUME_FREE`, and
+flag from the run's newest args file (:func:`resume_flags`), except those that describe the machine
+(``--num_workers``, ``--gpu``, ``--cache_frames``). A flag given on the command line that contradicts the
+recorded one is refused, except those a continued run may change (:data:`RESUME_FREE`, and
 :data:`RESUME_OVERRIDES`, which are logged and take effect: the optimiser gets the new ``--lr``/``--wd``).
 """
 from __future__ import annotations
@@ -29,15 +30,17 @@ from utils.views import VIEWS
 
 log = logging.getLogger("cocon.pretrain")
 
-# Flags a continued run may change, as given: how long and how it runs, not what it trains.
-RESUME_FREE = frozenset({"epochs", "start_epoch", "num_workers", "cache_frames", "print_freq", "vis_log_freq",
-                         "grad_diag_freq", "ft_freq", "debug", "keep_last", "gpu", "csv_root"})
+# Flags a continued run may change, as given: how long it runs, what it logs and keeps, where the data is.
+RESUME_FREE = frozenset({"epochs", "print_freq", "vis_log_freq", "grad_diag_freq", "ft_freq", "debug", "keep_last",
+                         "csv_root"})
 # Flags a continued run may change with a logged override that takes effect from its first epoch.
 RESUME_OVERRIDES = frozenset({"lr", "wd", "batch_size", "grad_accum", "amp"})
 # Flags that name the experiment folder: a resumed run continues in its own, so these keep the recorded values.
 RESUME_FOLDER = frozenset({"save_dir", "prefix", "notes"})
-# Not taken from the record: --resume, --start-epoch, and the initialisations a resumed run replaces by its checkpoints.
-_NOT_RECORDED = frozenset({"resume", "start_epoch"} | {f"{view}_restore_ckpt" for view in VIEWS})
+# Never taken from the record: --resume and --start-epoch; the initialisations a resumed run replaces by its
+# checkpoints; and the flags that describe the machine rather than the run (its CPUs, GPUs and memory).
+_NOT_RECORDED = frozenset({"resume", "start_epoch", "num_workers", "gpu", "cache_frames"}
+                          | {f"{view}_restore_ckpt" for view in VIEWS})
 
 
 @dataclass
