@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_test_cli
 
 from train.model_trainer import get_args_parser, main
 from train.pretrain_run import experiment_dir
@@ -21,6 +22,7 @@ from utils.files import atomic_copy
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
+finetune_cli = load_test_cli("cocon_lock_test_cli")
 _HOLD = "import sys; from utils import run; run.lock_experiment(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
 
 
@@ -128,6 +130,23 @@ def test_a_trainer_on_a_folder_another_trainer_writes_refuses_to_start(tiny_csv_
         holder.stdin.close()
         holder.wait()
     assert sorted(p.name for p in exp.iterdir()) == []  # no checkpoint, log line or event of the refused run
+
+
+def test_a_fine_tuning_run_on_a_folder_another_run_writes_refuses_to_start(first_run, tiny_csv_root, tmp_path):
+    args = finetune_cli.get_args_parser().parse_args([
+        "--dataset", "tiny", "--csv_root", str(tiny_csv_root), "--net", "resnet10", "--img_dim", "32", "--modality",
+        "imgs", "--num_seq", "4", "--seq_len", "2", "--ds", "1", "--batch_size", "2", "--num_workers", "0",
+        "--save_dir", str(tmp_path), "--val_fraction", "0.2", "--epochs", "1",
+        "--pretrain", str(first_run / "model" / "mode_imgs_epoch1.pth.tar")])
+    holder = _holder(tmp_path / finetune_cli.finetune.exp_name(args))
+    try:
+        with pytest.raises(UsageError, match=f"being written by another run \\(process {holder.pid}"):
+            finetune_cli.main(args)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [finetune_cli.finetune.exp_name(args)]
+    assert list((tmp_path / finetune_cli.finetune.exp_name(args)).iterdir()) == []
 
 
 def test_a_finished_run_releases_its_folder(first_run):
