@@ -194,7 +194,7 @@ def once_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     if dist.get_rank() == 0:
         try:
             box[0] = (True, fn(*args, **kwargs))
-        except Exception as err:  # noqa: BLE001 - re-raised on every process below
+        except Exception as err:  # re-raised on every process below
             box[0] = (False, err)
     dist.broadcast_object_list(box, src=0)
     ok, value = box[0]
@@ -236,7 +236,8 @@ class ReplicaInput(nn.Module):
         """Where the model's weights are (a replica's weights are plain tensors, not parameters)."""
         return next(m.weight.device for m in self.model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor))
 
-    def forward(self, blocks: torch.Tensor):
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The model's output on uint8 ``blocks`` ``[B, N, C, SL, H, W]`` (in ``amp_dtype`` under autocast)."""
         if self.channels_last and getattr(self, "_is_replica", False):
             restore_channels_last(self.model)
         device = self.model_device()
@@ -265,7 +266,8 @@ def wrap_model(model: nn.Module, view: str, info: DistInfo, n_gpu: int, amp_dtyp
     return nn.DataParallel(wrapped) if n_gpu > 1 else wrapped
 
 
-def feed(model: nn.Module, blocks: torch.Tensor, view: str, device: torch.device, amp_dtype: torch.dtype | None = None):
+def feed(model: nn.Module, blocks: torch.Tensor, view: str, device: torch.device,
+         amp_dtype: torch.dtype | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Run ``model`` on a loader's uint8 ``blocks``: through its :class:`ReplicaInput` when :func:`wrap_model`
     made it, else through a temporary one (a bare model, as tests and benches build)."""
     inner = model.module if isinstance(model, (nn.DataParallel, DistributedDataParallel)) else model
