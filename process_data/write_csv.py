@@ -40,7 +40,7 @@ SPLIT_IDS = (1, 2, 3)
 _HMDB_SPLIT_RE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
 _SHOW = 5
 # Trailing parts of a video name that mark a clip or a mirrored copy of one source (stripped repeatedly).
-_CLIP_SUFFIX = re.compile(r"[_-](?:(?:c|clip|part|seg|cut|shot)?\d+|flip(?:ped)?|h?flip|mirror(?:ed)?)$", re.IGNORECASE)
+_CLIP_SUFFIX = re.compile(r"[_-](?:(?:c|clip|part|seg|cut|shot)?\d+|h?flip(?:ped)?|mirror(?:ed)?)$", re.IGNORECASE)
 
 # name of an output csv -> the video frame folders it lists, in order
 Splits = dict[str, list[Path]]

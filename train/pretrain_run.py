@@ -96,7 +96,7 @@ def resume_flags(args: argparse.Namespace) -> None:
     Raises:
         UsageError: a flag contradicting the recorded run (naming both values), or other ``--modalities``.
     """
-    if not args.resume:
+    if not args.resume or not Path(args.resume).exists():  # a missing path is reported by utils.run.find_resume
         return
     model_dir = run.model_folder(Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent)
     found = run.recorded_args(model_dir.parent)

@@ -144,7 +144,7 @@ def lock_experiment(exp_dir: str | Path) -> Path:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            _refuse_locked(exp_dir, path, _lock_holder(path))
+            raise _locked_error(exp_dir, path, _lock_holder(path)) from None
         try:
             same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:  # its holder released (removed) it between our open and flock
@@ -156,7 +156,7 @@ def lock_experiment(exp_dir: str | Path) -> Path:
     if previous.get("pid") not in (None, os.getpid()):
         if previous.get("host") == host and pid_alive(int(previous["pid"])):  # a filesystem whose flock is a no-op
             os.close(fd)
-            _refuse_locked(exp_dir, path, previous)
+            raise _locked_error(exp_dir, path, previous)
         log.warning("%s: taking over the lock of %s, which is no longer running (a killed run)", path,
                     _describe_holder(previous))
     record = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -167,8 +167,8 @@ def lock_experiment(exp_dir: str | Path) -> Path:
     return path
 
 
-def _refuse_locked(exp_dir: Path, path: Path, holder: dict) -> None:
-    raise UsageError(
+def _locked_error(exp_dir: Path, path: Path, holder: dict) -> UsageError:
+    return UsageError(
         f"experiment folder {exp_dir} is being written by another run ({_describe_holder(holder)}; see {path}): "
         "wait for it to end, or start this run with another --save_dir or --prefix"
     )
