@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from script_module import load_script
@@ -113,3 +114,22 @@ def test_default_num_workers_raise_no_warning_on_a_two_cpu_machine(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch warns when a loader has more workers than CPUs
         assert [int(x) for x in DataLoader(torch.arange(4), num_workers=args.num_workers)] == [0, 1, 2, 3]
+
+
+def test_probe_runs_on_a_bounded_seeded_subset(monkeypatch):
+    from sklearn.cluster import KMeans
+
+    from train import probe
+
+    fitted: list[int] = []
+    real = KMeans.fit_predict
+    monkeypatch.setattr(KMeans, "fit_predict", lambda self, x, *a, **k: fitted.append(len(x)) or real(self, x, *a, **k))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    features = {"imgs": rng.normal(size=(120, 8)) + labels[:, None]}
+    # Under torchrun the other ranks wait while rank 0 probes: at Kinetics size k-means would take minutes.
+    first = probe.probe(features, labels, 4, seed=0, max_clips=40)
+    assert fitted == [40] and first == probe.probe(features, labels, 4, seed=0, max_clips=40)
+    fitted.clear()
+    assert probe.probe(features, labels, 4, seed=0) != first and fitted == [120]  # below PROBE_MAX_CLIPS: every clip
+    assert probe.PROBE_MAX_CLIPS <= 10_000
