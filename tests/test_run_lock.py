@@ -198,6 +198,17 @@ def test_resuming_a_best_file_older_than_the_last_epoch_is_refused(first_run, tm
     assert (exp / "model" / "mode_imgs_epoch2.pth.tar").read_bytes() == epoch2 and not (exp / "args_resume2.json").exists()
 
 
+def test_a_folder_where_one_view_ran_ahead_is_refused(first_run, tmp_path):
+    # An earlier version's resume with a subset of the views trained imgs alone to epoch 3 in this folder.
+    exp = _copy_run(first_run, tmp_path)
+    for epoch in (2, 3):
+        atomic_copy(exp / "model" / "mode_imgs_epoch1.pth.tar", exp / "model" / f"mode_imgs_epoch{epoch}.pth.tar")
+    with pytest.raises(UsageError, match=r"holds epoch 1, but .* holds later epochs of that run \(up to 3\)"):
+        main(_resume("--resume", str(exp), "--epochs", "4"))
+    (exp / "model" / "mode_imgs_epoch3.pth.tar").unlink()  # epoch 2 of one view only: a kill while saving it
+    assert [h["epoch"] for h in main(_resume("--resume", str(exp), "--epochs", "2"))["history"]] == [2]
+
+
 def test_a_new_lr_and_wd_on_resume_reach_the_optimiser_and_are_recorded(first_run, tmp_path, caplog):
     exp = _copy_run(first_run, tmp_path)
     with caplog.at_level(logging.WARNING, logger="cocon.pretrain"):

@@ -424,17 +424,16 @@ def folder_views(model_dir: Path) -> set[str]:
 
 
 def newest_epoch(model_dir: Path, views: Iterable[str]) -> int:
-    """The newest epoch of which ``model_dir`` holds every view's checkpoint (0 when none).
-
-    An epoch only some views have is one a killed run did not finish saving; resuming rewrites it.
-    """
+    """The newest epoch of which ``model_dir`` holds every view's checkpoint (0 when none)."""
     epochs = [_epochs(Path(model_dir), view) for view in views]
     return max(set.intersection(*epochs), default=0) if epochs else 0
 
 
 def refuse_older_resume(path: Path, model_dir: Path, views: Iterable[str], epoch: int) -> None:
-    """A run resumed from an older epoch than its folder holds (for every view) would replace the later epochs:
-    refuse it.
+    """A run resumed from an older epoch than its folder holds would replace the later epochs: refuse it.
+
+    A kill while an epoch was being saved leaves that epoch for only some views; the resumed run writes it
+    again, so only epoch ``epoch + 1`` may exist for some views and not others.
 
     Args:
         path: what ``--resume`` named (for the message).
@@ -445,10 +444,12 @@ def refuse_older_resume(path: Path, model_dir: Path, views: Iterable[str], epoch
     Raises:
         UsageError: ``model_dir`` holds a later epoch; saying to resume from the folder or start a new run.
     """
-    latest = newest_epoch(model_dir, views)
+    views = list(views)
+    latest = max(newest_epoch(model_dir, views), *(max(_epochs(Path(model_dir), v), default=0) - 1 for v in views))
     if latest > epoch:
+        newest = max(max(_epochs(Path(model_dir), v), default=0) for v in views)
         raise UsageError(
-            f"--resume {path} holds epoch {epoch}, but {model_dir} holds later epochs of that run (up to {latest}): "
+            f"--resume {path} holds epoch {epoch}, but {model_dir} holds later epochs of that run (up to {newest}): "
             f"continuing from it would replace them and mix two runs in one folder. Resume the run from its folder "
             f"(--resume {model_dir.parent}), or start a new run from these weights under another --prefix"
         )
