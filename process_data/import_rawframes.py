@@ -12,7 +12,9 @@ pair i is frame i -> i+1, and denseflow's 8-bit flow uses the same bound-20 enco
 system allows, else copied (`--mode copy` always copies, `--mode symlink` links to the originals).
 
 Each video's folders are built under temporary names and renamed when complete, so a rerun skips
-finished videos; videos without frames are listed in `<dataset_root>/frame/failed.txt`.
+finished videos; videos without frames are listed in `<dataset_root>/frame/failed.txt`. Both trees'
+`manifest.json` names the imported folder, so extract_frame.py or extract_flow.py refuse to add their
+own frames or flow (of another size or algorithm) to them.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ import os
 import shutil
 from pathlib import Path
 
-from process_data.common import atomic_dir, finish_run, list_video_dirs
+from process_data.common import atomic_dir, check_manifest, finish_run, list_video_dirs
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
+from utils.files import is_disk_full
 from utils.layout import FLOW_TREE, FLOW_X, FLOW_Y, FRAME_TREE, FRAMES
 
 MODES = ("hardlink", "symlink", "copy")
@@ -114,6 +117,9 @@ def main(args: argparse.Namespace) -> dict:
     video_dirs = list_video_dirs(src_root)
     if not video_dirs:
         raise FileNotFoundError(f"--src_root {src_root} has no <class>/<video>/ folders")
+    for root in (frame_root, flow_root):
+        check_manifest(root, {"imported_from": str(src_root.resolve())}, "process_data/import_rawframes.py", {},
+                       "pass another --dataset_root")
     prefixes = {"img": args.img_prefix, "flow_x": args.flow_x_prefix, "flow_y": args.flow_y_prefix}
     results, failures = [], []
     for video_dir in video_dirs:
@@ -121,6 +127,8 @@ def main(args: argparse.Namespace) -> dict:
         try:
             results.append(import_video(video_dir, frame_root / rel, flow_root / rel, prefixes, args.mode))
         except (OSError, ValueError) as exc:
+            if is_disk_full(exc):  # every later video would fail the same way
+                raise
             failures.append((str(rel), str(exc)))
     return finish_run(f"import_rawframes -> {frame_root}, {flow_root}", frame_root, failures,
                       done=results.count("done"), skipped=results.count("skipped"))

@@ -13,7 +13,7 @@ import pytest
 from test_extract_flow import moving_square_frames, write_frames
 from test_extract_frame import write_video
 
-from process_data import common, extract_features, extract_flow, extract_frame
+from process_data import common, extract_features, extract_flow, extract_frame, import_rawframes
 from process_data.synthetic_render import render_video
 from utils.cli import run_cli
 from utils.errors import UsageError
@@ -94,6 +94,19 @@ def test_heatmap_and_mask_trees_refuse_other_settings(tmp_path):
             "backend": "annotations", "dim": 32, "stride": 2, "sigma": 2.0}
     with pytest.raises(UsageError, match=r"heatmaps holds a tree made with backend annotations, dim 32, .*dim 64, .*--out_root"):
         features("--dim", "64")
+
+
+def test_frames_are_not_extracted_into_an_imported_tree(tmp_path):
+    src = tmp_path / "rawframes" / "walk" / "a"
+    src.mkdir(parents=True)
+    for i in (1, 2):
+        cv2.imwrite(str(src / f"img_{i:05d}.jpg"), np.full((8, 8, 3), 10 * i, np.uint8))
+    import_rawframes.main(import_rawframes.get_args_parser().parse_args(
+        ["--src_root", str(tmp_path / "rawframes"), "--dataset_root", str(tmp_path / "ds")]))
+    write_video(tmp_path / "videos" / "walk" / "b.avi")
+    with pytest.raises(UsageError, match=rf"frame holds a tree made with imported_from {tmp_path.resolve() / 'rawframes'}; "
+                                         "this run asks for dim 240, jpeg_quality 80"):
+        _frames(tmp_path / "videos", tmp_path / "ds" / "frame")
 
 
 # ---------------------------------------------------------------- faults
