@@ -111,7 +111,7 @@ def resume_flags(args: argparse.Namespace) -> None:
     typed = given_flags(args)
     if typed is None:
         typed = {dest for dest, value in defaults.items() if getattr(args, dest) != value}
-    taken, overridden = [], []
+    taken, changed, overridden = [], [], []
     for dest, value in recorded.items():
         if dest not in defaults or dest in _NOT_RECORDED or given[dest] == value:
             continue
@@ -129,13 +129,17 @@ def resume_flags(args: argparse.Namespace) -> None:
             )
         elif dest in RESUME_OVERRIDES:
             overridden.append(f"{flag} {given[dest]} (the run had {value})")
-        elif dest not in RESUME_FREE:
+        elif dest in RESUME_FREE:
+            changed.append(f"{flag} {given[dest]} (the run had {value})")
+        else:
             raise UsageError(
                 f"{flag} {given[dest]} contradicts the resumed run's {flag} {value} ({source}): leave it out to continue "
                 "that run, or start a new run under another --prefix"
             )
     if taken:
         log.info("--resume: the run's flags from %s: %s", source, " ".join(taken))
+    if changed:
+        log.info("--resume: this run changes %s", ", ".join(changed))
     if overridden:
         log.warning("--resume: overriding %s; recorded in the new args_resume file", ", ".join(overridden))
 
