@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.errors import UsageError
+from utils.errors import DataError, UsageError
 from utils.files import atomic_write, is_disk_full, pid_alive, write_json
 from utils.layout import FRAMES
 
@@ -245,7 +245,8 @@ def check_manifest(root: Path, settings: dict, made_by: str, versions: dict, adv
         try:
             recorded = json.loads(path.read_text()).get("settings", {})
         except (ValueError, AttributeError) as err:
-            raise UsageError(f"{path} is not a manifest of this project ({err}); remove it if {root} is yours") from err
+            raise DataError(f"{path} is not a manifest of this project ({err}): restore it, or remove it to take "
+                            f"{root} as it is") from err
         if recorded != settings:
             recorded = {**{k: recorded[k] for k in settings if k in recorded}, **recorded}  # in this run's order
             raise UsageError(
