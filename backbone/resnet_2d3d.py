@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from utils.precision import Conv3d
+
 __all__ = [
     "BasicBlock",
     "Bottleneck",
@@ -43,7 +45,7 @@ def _kernel_stride_pad(kernel: int, stride: int, temporal: bool) -> tuple[tuple,
 
 def _conv(in_planes: int, out_planes: int, kernel: int, stride: int, temporal: bool) -> nn.Conv3d:
     k, s, p = _kernel_stride_pad(kernel, stride, temporal)
-    return nn.Conv3d(in_planes, out_planes, kernel_size=k, stride=s, padding=p, bias=False)
+    return Conv3d(in_planes, out_planes, kernel_size=k, stride=s, padding=p, bias=False)
 
 
 class BasicBlock(nn.Module):

@@ -65,7 +65,8 @@ def encoder(view: str, args: dict, checkpoint: Path | None) -> DPCRNN:
     """The view's DPC-RNN as built by pretraining (seeded), optionally loaded from ``checkpoint``."""
     torch.manual_seed(args["seed"])
     model = DPCRNN(view_backbone(view, args["net"]), VIEWS[view].channels, VIEWS[view].size(args["img_dim"]),
-                   args["seq_len"], args["num_seq"], args["pred_step"], args["l2_norm"])
+                   args["seq_len"], args["num_seq"], args["pred_step"], args["l2_norm"],
+                   gru_relu=args.get("gru_relu", False))
     if checkpoint is not None:
         load_pretrained(model, checkpoint, view)
     return model.eval()

@@ -1,5 +1,8 @@
 """Mixed precision policy (utils/precision.py): dtype per device, channels-last, bf16 pretraining and
 fine-tuning steps close to fp32, float32 logits, and gradient diagnostics under fp16."""
+import json
+import math
+
 import pytest
 import torch
 from script_module import load_script
@@ -118,3 +121,76 @@ def test_gradient_norms_under_fp16_are_those_of_the_unscaled_gradient():
     assert unscaled_gradient_norms(terms(), "imgs", backbone, None)["grad_norm/imgs/cpc"] == 0.0  # underflows unscaled
     scaled = unscaled_gradient_norms(terms(), "imgs", backbone, torch.amp.GradScaler("cpu", init_scale=2.0**16))
     assert scaled["grad_norm/imgs/cpc"] == pytest.approx(exact, rel=1e-2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv3d_over_two_time_steps_leaves_bf16_autocast(channels_last):
+    """The convolutions whose bf16 weight gradient oneDNN gets wrong (temporal kernel 3, stride 1, 2 time
+    steps) run in float32: output and weight gradient equal float32's; other time lengths stay bf16."""
+    torch.manual_seed(0)
+    conv = precision.Conv3d(8, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 2, 4, 4)
+    if channels_last:
+        conv.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    fp32_out = conv(x)
+    (fp32_grad,) = torch.autograd.grad(fp32_out.square().sum(), [conv.weight])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+        assert conv(torch.randn(2, 8, 3, 4, 4)).dtype == torch.bfloat16
+        strided = precision.Conv3d(8, 8, 3, stride=2, padding=1)
+        assert strided(torch.randn(2, 8, 2, 4, 4)).dtype == torch.bfloat16
+    (grad,) = torch.autograd.grad(out.square().sum(), [conv.weight])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, fp32_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, fp32_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_pretraining_keeps_losses_and_gradients_finite(monkeypatch, tmp_path):
+    """Pretraining under bf16 autocast (forced, so it runs on any CPU) with 5-frame blocks, whose layer4 sees
+    2 time steps: every loss and every gradient of every step is finite."""
+    from tiny_dataset import make_tiny_dataset
+
+    from train import model_trainer
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda *_: True)
+    steps = []
+    adam_step = torch.optim.Adam.step
+
+    def checked_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        steps.append(all(torch.isfinite(g).all() for g in grads) and len(grads) > 0)
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", checked_step)
+    dtypes = []
+    policy = model_trainer.amp_dtype_for
+    monkeypatch.setattr(model_trainer, "amp_dtype_for", lambda *a, **k: dtypes.append(policy(*a, **k)) or dtypes[-1])
+    csv_root = make_tiny_dataset(tmp_path / "data", videos_per_class=4, num_frames=20)
+    args = model_trainer.get_args_parser().parse_args([
+        "--dataset", "tiny", "--csv_root", str(csv_root), "--net", "resnet10", "--img_dim", "32",
+        "--modalities", "imgs_flow", "--num_seq", "4", "--seq_len", "5", "--ds", "1", "--pred_step", "2",
+        "--batch_size", "2", "--epochs", "2", "--num_workers", "0", "--save_dir", str(tmp_path / "runs"),
+        "--val_fraction", "0.25", "--ft_freq", "0", "--amp", "--seed", "0"])
+    result = model_trainer.main(args)
+    history = [json.loads(line) for line in (result["exp_dir"] / "log.jsonl").read_text().splitlines()]
+    assert dtypes == [torch.bfloat16] and len(history) == 2
+    assert len(steps) >= 8 and all(steps)  # 2 views x 2 epochs x 2+ steps
+    for epoch in history:
+        for split in ("train", "val"):
+            assert all(math.isfinite(value) for value in epoch[split].values()), epoch[split]
+
+
+@pytest.mark.parametrize(("flags", "kind"), [
+    ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"),
+    ("fpu avx2 avx512f amx_bf16 amx_tile", "AMX"),
+    ("fpu avx2 avx512f", "AVX512"),
+    ("fpu avx2", "AVX2"),
+])
+def test_describe_cpu_names_the_model_and_its_widest_vector_extension(tmp_path, monkeypatch, flags, kind):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    described = precision.describe_cpu(cpuinfo)
+    assert described.startswith(f"AMD EPYC, {kind} (kernels: ") and described.endswith(", ONEDNN_MAX_CPU_ISA=AVX2)")
+    assert precision.describe_cpu(tmp_path / "missing").startswith("unknown CPU, no AVX2")

@@ -124,12 +124,13 @@ def test_parameter_groups_and_freezing_match_real_names():
     assert not model.backbone.training and model.final_fc.training
 
 
-def test_classifier_loads_the_old_layout_and_reads_the_encoder_with_dpc_head():
+def test_classifier_loads_the_old_layout_and_reads_the_encoder_with_the_original_head():
     """Fine-tuning checkpoints saved by the classifier's former class (keys backbone.*, agg.*, final_bn.*,
-    final_fc.1.*, in that order) load strictly, and the logits are DPC's: encode, ReLU, GRU, last hidden
-    state averaged over space, BatchNorm, linear."""
+    final_fc.1.*, in that order) load strictly, and the logits are the original CoCon's: the backbone's
+    time-pooled maps (no ReLU, no L2 normalisation), GRU, last hidden state averaged over space, BatchNorm,
+    linear."""
     torch.manual_seed(0)
-    encoder = DPCRNN("resnet10", 3, 64, seq_len=3, num_seq=4, pred_step=1).eval()
+    encoder = DPCRNN("resnet10", 3, 64, seq_len=3, num_seq=4, pred_step=1, l2_norm=False).eval()
     d, k = encoder.feature_size, 5
     old = {key: value for key, value in encoder.state_dict().items() if key.startswith(("backbone.", "agg."))}
     old.update({"final_bn.weight": torch.rand(d) + 0.5, "final_bn.bias": torch.randn(d),
@@ -142,7 +143,7 @@ def test_classifier_loads_the_old_layout_and_reads_the_encoder_with_dpc_head():
     model.eval()
     clip = torch.randn(2, 4, 3, 3, 64, 64)
     with torch.no_grad():
-        _, hidden = encoder.agg(torch.relu(encoder.encode(clip)))
+        _, hidden = encoder.agg(encoder.encode(clip))
         context = torch.nn.functional.batch_norm(hidden[:, -1].mean(dim=(2, 3)), old["final_bn.running_mean"],
                                                  old["final_bn.running_var"], old["final_bn.weight"], old["final_bn.bias"])
         expected = context @ old["final_fc.1.weight"].T + old["final_fc.1.bias"]

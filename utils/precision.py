@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -35,18 +36,39 @@ log = logging.getLogger("cocon.precision")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def _cpuinfo_field(cpuinfo: Path, name: str) -> str:
+    """The first ``name : value`` of ``cpuinfo`` ("" where it is missing or unreadable, e.g. not on Linux)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[-1].strip() for line in lines if line.split(":", 1)[0].strip() == name), "")
+
+
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU computes bf16 natively: AVX512-BF16 or AMX among its flags in ``cpuinfo``.
 
     (oneDNN's own check is also true on plain AVX-512, where it emulates bf16 more slowly than float32;
     without a readable ``cpuinfo``, e.g. not on Linux, the answer is no.)
     """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return False
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    flags = set(_cpuinfo_field(cpuinfo, "flags").split())
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def describe_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU kind a measurement was made on, e.g. ``AMD EPYC, AVX512-BF16 (kernels: AVX512)``.
+
+    The vector extensions are the CPU's widest (AVX2, AVX512, AVX512-BF16, AMX); the kernels are those
+    PyTorch runs, which ``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` can lower, and which make the
+    same run's numbers differ between CPU kinds.
+    """
+    flags = set(_cpuinfo_field(cpuinfo, "flags").split())
+    widest = next((name for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16"), ("AVX512", "avx512f"),
+                                           ("AVX2", "avx2")) if flag in flags), "no AVX2")
+    model = _cpuinfo_field(cpuinfo, "model name") or "unknown CPU"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    kernels = torch.backends.cpu.get_cpu_capability() + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else "")
+    return f"{model}, {widest} (kernels: {kernels})"
 
 
 def cuda_has_bf16() -> bool:
@@ -127,3 +149,28 @@ def match_layout(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     if _is_channels_last(conv.weight):
         return x.contiguous(memory_format=torch.channels_last_3d)
     return x
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that computes in float32 where oneDNN's bf16 weight gradient is wrong.
+
+    With this repo's torch (2.14.1), on CPUs whose oneDNN kernels use AVX-512 (with or without native
+    bf16), the bf16 backward-weights of a 3-D convolution with a temporal kernel > 1 and temporal
+    stride 1 over an input of exactly 2 time steps is garbage: against float32 its relative error is
+    0.9 or more, and in about half the calls it holds inf or NaN (``bench/check_bf16.py``
+    measures it). The forward and the input gradient are right, and so is every other time length.
+    In the backbone that is layer4 at the default 5-frame blocks, and Adam turns one non-finite
+    gradient into NaN weights. Such a convolution leaves autocast and runs in float32 (layer4 is about
+    a ninth of the backbone's multiply-adds); all others, and CUDA, keep bf16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._bf16_weight_grad_is_wrong(x):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+    def _bf16_weight_grad_is_wrong(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                and self.kernel_size[0] > 1 and self.stride[0] == 1 and x.shape[2] == 2)
