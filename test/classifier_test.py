@@ -20,8 +20,9 @@ from utils.video_index import VideoEntry, load_split
 from utils.views import VIEWS, view_backbone
 from utils.whole_video import predict_videos
 
-# Flags that shape the classifier or its test clips; a fine-tuned checkpoint records them in "args".
-_CLASSIFIER_FLAGS = ("net", "img_dim", "seq_len", "num_seq", "ds", "gru_input")
+# Flags that shape the classifier; a fine-tuned checkpoint records them in "args" (--num_seq and --ds choose the
+# test clips and may differ: see checkpoint_settings).
+_CLASSIFIER_FLAGS = ("net", "img_dim", "seq_len", "gru_input")
 
 
 def build_classifier(args: argparse.Namespace, num_classes: int, track_running_stats: bool) -> ActionClassifier:

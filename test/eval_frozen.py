@@ -23,6 +23,7 @@ from train.model_3d import DPCRNN
 from utils import whole_video
 from utils.checkpoint import load_pretrained
 from utils.cli import run_cli
+from utils.cli_options import track_given_flags
 from utils.distributed import cleanup, gather_objects, is_main_process, shard
 from utils.errors import UsageError
 from utils.eval_figures import nearest_neighbour_figure, tsne_figure
@@ -35,6 +36,7 @@ from utils.views import VIEWS, view_backbone
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
+from checkpoint_settings import adopt_checkpoint_settings  # noqa: E402
 from eval_setup import (  # noqa: E402
     Groups,
     add_encoder_flags,
@@ -77,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_encoder_flags(groups)
     add_flags(groups)
     add_out_dir_flag(groups)
-    return parser
+    return track_given_flags(parser)  # a flag left out takes the --pretrain checkpoint's value
 
 
 def requested(args: argparse.Namespace) -> bool:
@@ -227,6 +229,7 @@ def main(args: argparse.Namespace) -> dict:
         raise UsageError("nothing to evaluate: pass --retrieval, --linear_probe and/or --qualitative")
     start(args)
     try:
+        adopt_checkpoint_settings(args)
         return {"encoder": evaluate_encoder(args, precision(args))}
     finally:
         cleanup()

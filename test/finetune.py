@@ -31,7 +31,7 @@ from utils import run
 from utils.augmentation import add_colour_jitter_flag
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
-from utils.cli_options import check_optimiser_flags
+from utils.cli_options import check_optimiser_flags, given_flags, track_given_flags
 from utils.distributed import (
     DistInfo,
     barrier,
@@ -46,7 +46,7 @@ from utils.distributed import (
     unwrap,
     wrap_model,
 )
-from utils.errors import check_finite
+from utils.errors import UsageError, check_finite
 from utils.files import append_jsonl
 from utils.layout import REPO_ROOT, resolve_hflip
 from utils.metrics import AverageMeter, topk_accuracy
@@ -58,6 +58,7 @@ from utils.views import view_backbone
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
 from action_classifier import GRU_INPUTS, TRAIN_WHAT, parameter_groups, set_trainable  # noqa: E402
+from checkpoint_settings import adopt_checkpoint_settings  # noqa: E402
 from classifier_test import build_classifier, test_checkpoint, test_classifier  # noqa: E402
 from eval_setup import (  # noqa: E402
     Groups,
@@ -118,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_encoder_flags(groups)
     add_flags(groups)
     add_out_dir_flag(groups)
-    return parser
+    return track_given_flags(parser)  # a flag left out takes the checkpoint's or the resumed run's value
 
 
 # ---------------------------------------------------------------- settings
@@ -184,6 +185,47 @@ def clip_loaders(args: argparse.Namespace, train: list[VideoEntry], val: list[Vi
 
 # ---------------------------------------------------------------- resume and save
 
+# Flags a continued fine-tuning run may change: how long it runs, what it logs and keeps, where data and reports are.
+RESUME_FREE = frozenset({"epochs", "print_freq", "keep_last", "csv_root", "out_dir", "amp"})
+# Never taken from the run's args file: what describes the machine, and what names the run to continue.
+_NOT_RECORDED = frozenset({"resume", "test", "num_workers", "gpu", "device", "cache_frames", "save_dir", "prefix"})
+
+
+def resume_run_flags(args: argparse.Namespace) -> None:
+    """Give a ``--resume`` run the flags of the fine-tuning run it continues (in place), from its newest args file.
+
+    A flag the command line leaves out takes the recorded value; one given with another value is refused,
+    except :data:`RESUME_FREE` (logged). A namespace from an untracked parser counts every flag as given.
+
+    Raises:
+        UsageError: a flag contradicting the recorded run, naming both values and the args file.
+    """
+    if args.resume is None or not Path(args.resume).exists():  # a missing path is reported by utils.run.find_resume
+        return
+    model_dir = run.model_folder(Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent)
+    found = run.recorded_args(model_dir.parent)
+    if found is None:
+        log.warning("--resume %s: %s has no args file; the run continues with this command line's flags",
+                    args.resume, model_dir.parent)
+        return
+    recorded, source = found
+    typed = given_flags(args)
+    given = set(vars(args)) if typed is None else typed
+    types = {action.dest: action.type for action in get_args_parser()._actions}
+    current = run.jsonable_args(args)
+    for dest, value in recorded.items():
+        if dest not in types or dest in _NOT_RECORDED or current.get(dest) == value:
+            continue
+        if dest not in given:
+            setattr(args, dest, Path(value) if types[dest] is Path and value is not None else value)
+            log.info("--resume: --%s %s from %s", dest, value, source)
+        elif dest in RESUME_FREE:
+            log.info("--resume: --%s %s (the run had %s)", dest, current[dest], value)
+        else:
+            raise UsageError(f"--{dest} {current[dest]} contradicts the resumed run's --{dest} {value} ({source}): "
+                             "leave it out to continue that run, or fine-tune anew under another --prefix")
+
+
 
 def load_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, dict]:
     """The fine-tuning checkpoint ``--resume`` names (a file, or a ``model/`` folder: its newest epoch).
@@ -194,6 +236,8 @@ def load_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, dict]:
     """
     path = run.find_resume(args.resume, [args.modality])[args.modality]
     checkpoint = run.load_resume(path, args.modality, args.net, args.device)
+    if checkpoint["epoch"] < args.epochs:
+        run.refuse_older_resume(Path(args.resume), path.parent, [args.modality], int(checkpoint["epoch"]))
     if "class_names" not in checkpoint:
         raise CheckpointError(
             f"--resume {path} is a pretraining checkpoint (it has no classifier head): fine-tune from it with "
@@ -245,6 +289,14 @@ def save_finetuning(model_dir: Path, model: torch.nn.Module, optimizer: torch.op
     )
     improved = [args.modality] if state.best_epoch == state.epoch else []
     run.save_epoch(model_dir, state.epoch, {args.modality: checkpoint}, improved, args.keep_last)
+
+
+def settle_settings(args: argparse.Namespace, fine_tuning: bool) -> None:
+    """Take the settings the run records: a resumed fine-tuning run's args file, else the checkpoints' (in place)."""
+    if fine_tuning and args.resume is not None:
+        resume_run_flags(args)
+    else:
+        adopt_checkpoint_settings(args)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -458,6 +510,7 @@ def main(args: argparse.Namespace) -> dict:
     """``--test CKPT`` tests that checkpoint; otherwise fine-tune from ``--pretrain`` (or ``--resume``) and test."""
     info = start(args)
     try:
+        settle_settings(args, fine_tuning=args.test is None)
         amp_dtype = precision(args)
         if args.test is not None:
             return {"test": test_checkpoint(args, amp_dtype)}

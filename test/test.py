@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from utils.cli import run_cli
+from utils.cli_options import track_given_flags
 from utils.distributed import cleanup, is_main_process
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
@@ -64,7 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ensemble.add_flags(groups)
     eval_frozen.add_flags(groups)
     add_out_dir_flag(groups)
-    return parser
+    return track_given_flags(parser)  # a flag left out takes the checkpoint's or the resumed run's value
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -73,6 +74,8 @@ def main(args: argparse.Namespace) -> dict:
     try:
         if args.ensemble:
             return {"ensemble": ensemble.run_ensemble(args)} if is_main_process() else {}
+        evaluating = args.test is not None or eval_frozen.requested(args)
+        finetune.settle_settings(args, fine_tuning=not evaluating)
         amp_dtype = precision(args)
         results = {}
         if args.test is not None:

@@ -30,6 +30,7 @@ classifier = load_script("action_classifier")
 classifier_test = load_script("classifier_test")
 finetune = load_script("finetune")
 eval_frozen = load_script("eval_frozen")
+settings = load_script("checkpoint_settings")
 
 
 def _write_video(root: Path, name: str, video: str, c: int, rng: np.random.Generator) -> Path:
@@ -263,7 +264,8 @@ def test_retrieval_probe_and_figures_then_cached_second_run(tree, monkeypatch):
 
 
 def test_pretrain_of_another_view_fails_clearly(tree):
-    with pytest.raises(CheckpointError, match="'flow' view, but --modality is 'imgs'"):
+    with pytest.raises(CheckpointError, match=r"--modality imgs \(from the command line\) contradicts --pretrain "
+                       r".*mode_flow_best.pth.tar, which was trained with --modality flow"):
         cli.main(_args(tree, "--modality", "imgs", "--pretrain", str(tree["flow"]), "--epochs", "1"))
     with pytest.raises(ValueError, match="--pretrain is required"):
         cli.main(_args(tree, "--modality", "imgs", "--epochs", "1"))
@@ -300,7 +302,7 @@ def test_test_checkpoint_must_match_model_flags_and_classes(tree, tmp_path):
     saved = {k: getattr(args, k) for k in ("net", "img_dim", "seq_len", "num_seq", "ds", "gru_input")}
     good = _classifier_checkpoint(tmp_path / "good.pth.tar", 3, saved, list(CLASSES))
     assert not classifier_test.load_classifier(good, args, list(CLASSES)).training
-    for flag, value in (("seq_len", 5), ("ds", 3), ("gru_input", "relu_l2"), ("net", "resnet18")):
+    for flag, value in (("seq_len", 5), ("gru_input", "relu_l2"), ("net", "resnet18")):
         path = _classifier_checkpoint(tmp_path / f"{flag}.pth.tar", 3, {**saved, flag: value}, list(CLASSES))
         with pytest.raises(CheckpointError, match=f"--{flag} {value!r}, but --{flag} is {getattr(args, flag)!r}"):
             classifier_test.load_classifier(path, args, list(CLASSES))
@@ -328,3 +330,71 @@ def test_recall_k_and_split_flags_are_checked():
             eval_frozen.parse_recall_k(bad)
     with pytest.raises(SystemExit):
         cli.get_args_parser().parse_args(["--split", "4"])
+
+
+def _recorded_encoder(path: Path, **recorded) -> Path:
+    """A pretraining checkpoint (resnet10, 64 px, 4 blocks of 3 frames) recording ``recorded`` as its flags."""
+    _save_encoder(path, "imgs", 3)
+    checkpoint = load_checkpoint(path)
+    atomic_save({**checkpoint, "args": {"net": "resnet10", "img_dim": 64, "seq_len": 3, "num_seq": 4, "ds": 1,
+                                        "l2_norm": True, "modalities": "imgs", **recorded}}, path)
+    return path
+
+
+def _bare_args(tree, *extra: str):
+    """Flags of an evaluation that leaves the model flags out."""
+    return cli.get_args_parser().parse_args(["--dataset", "tiny", "--csv_root", str(tree["lists"]), "--batch_size", "3",
+                                             "--num_workers", "0", *extra])
+
+
+def test_evaluation_takes_the_model_flags_left_out_from_the_pretrain_checkpoint(tree, tmp_path):
+    ckpt = _recorded_encoder(tmp_path / "pre" / "model" / "mode_imgs_best.pth.tar")
+    args = _bare_args(tree, "--pretrain", str(ckpt), "--retrieval", "--out_dir", str(tmp_path / "out"))
+    result = cli.main(args)["encoder"]
+    assert (args.net, args.img_dim, args.seq_len, args.num_seq, args.ds) == ("resnet10", 64, 3, 4, 1)
+    assert 0 <= result["retrieval"][1] <= 1
+
+
+def test_a_model_flag_contradicting_the_checkpoint_is_refused_and_clip_flags_are_logged(tree, tmp_path, caplog):
+    ckpt = _recorded_encoder(tmp_path / "pre" / "model" / "mode_imgs_best.pth.tar")
+    for flag, value in (("--img_dim", "128"), ("--net", "resnet18"), ("--seq_len", "5"), ("--no-l2_norm", None)):
+        args = _bare_args(tree, "--pretrain", str(ckpt), "--retrieval", *[a for a in (flag, value) if a])
+        dest = flag.removeprefix("--no-").removeprefix("--")
+        with pytest.raises(CheckpointError, match=f"--{dest} .* contradicts --pretrain {ckpt}, which was trained with "
+                                                  f"--{dest} "):
+            settings.adopt_checkpoint_settings(args)
+    caplog.set_level(logging.INFO, logger="cocon.test")
+    args = _bare_args(tree, "--pretrain", str(ckpt), "--linear_probe", "--ds", "2")
+    settings.adopt_checkpoint_settings(args)
+    assert args.ds == 2 and args.img_dim == 64 and "trained with --ds 1; this evaluation reads clips of --ds 2" in caplog.text
+    # a fine-tuned checkpoint gives --test its classifier's flags, --gru_input included
+    saved = {"net": "resnet10", "img_dim": 64, "seq_len": 3, "num_seq": 4, "ds": 1, "gru_input": "relu_l2",
+             "modality": "flow"}
+    test_ckpt = _classifier_checkpoint(tmp_path / "ft.pth.tar", 2, saved, list(CLASSES))
+    args = _bare_args(tree, "--test", str(test_ckpt))
+    settings.adopt_checkpoint_settings(args)
+    assert (args.modality, args.gru_input, args.img_dim, args.net) == ("flow", "relu_l2", 64, "resnet10")
+
+
+def _finetuning_run(tree, exp: Path, epochs: tuple[int, ...]) -> Path:
+    """A fine-tuning folder: args.json and the epoch checkpoints ``epochs`` of a resnet10 64-px imgs run."""
+    recorded = {**vars(_args(tree, "--modality", "imgs", "--pretrain", "random", "--epochs", "2")), "save_dir": str(exp.parent)}
+    recorded = {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in recorded.items()
+                if not k.startswith("_")}
+    (exp / "model").mkdir(parents=True)
+    (exp / "args.json").write_text(json.dumps(recorded))
+    for epoch in epochs:
+        path = _classifier_checkpoint(exp / "model" / f"mode_imgs_epoch{epoch}.pth.tar", 3, recorded, list(CLASSES))
+        atomic_save({**load_checkpoint(path), "epoch": epoch}, path)
+    return exp / "model"
+
+
+def test_finetuning_resume_takes_the_runs_flags_and_refuses_an_older_checkpoint(tree, tmp_path):
+    model_dir = _finetuning_run(tree, tmp_path / "ft", (1, 2))
+    args = _bare_args(tree, "--resume", str(model_dir), "--epochs", "3")
+    finetune.resume_run_flags(args)
+    assert (args.net, args.img_dim, args.seq_len, args.num_seq, args.ds, args.epochs) == ("resnet10", 64, 3, 4, 1, 3)
+    with pytest.raises(UsageError, match=r"--img_dim 128 contradicts the resumed run's --img_dim 64 \(.*args.json\)"):
+        finetune.resume_run_flags(_bare_args(tree, "--resume", str(model_dir), "--img_dim", "128"))
+    with pytest.raises(UsageError, match="holds epoch 1, but .* holds later epochs of that run"):
+        cli.main(_bare_args(tree, "--resume", str(model_dir / "mode_imgs_epoch1.pth.tar"), "--epochs", "3"))
