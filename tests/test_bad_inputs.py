@@ -366,11 +366,21 @@ def test_damaged_heatmaps_and_masks_name_the_file(tmp_path, view, name, damage, 
 
 def test_clips_longer_than_the_videos_are_counted_or_refused(caplog):
     with caplog.at_level(logging.WARNING):
-        assert check_clip_length(np.array([40, 30, 100]), num_seq=8, seq_len=5) == 1
-    assert "1 of 3 videos are shorter than a clip" in caplog.text and "shortest: 30 frames" in caplog.text
-    assert check_clip_length(np.array([40, 50]), 8, 5) == 0
+        assert check_clip_length(np.array([40, 30, 100]), num_seq=8, seq_len=5, ds=1) == 1
+    assert "1 of 3 videos are shorter than a clip" in caplog.text and "shortest: 30)" in caplog.text
+    assert "1 of them are shorter than 40 frames and repeat their last frame" in caplog.text
+    assert check_clip_length(np.array([40, 50]), 8, 5, 1) == 0
     with pytest.raises(UsageError, match=r"--num_seq 8 × --seq_len 5 = 40 frames per clip, but 2 of 3 videos have fewer than 20"):
-        check_clip_length(np.array([10, 19, 100]), 8, 5)
+        check_clip_length(np.array([10, 19, 100]), 8, 5, 1)
+
+
+def test_the_clip_length_check_accounts_for_the_stride(caplog):
+    """8 blocks of 5 frames at --ds 3 need 118 frames: videos of 60 and 100 frames are read at stride 1 and 2."""
+    with caplog.at_level(logging.WARNING):
+        assert check_clip_length(np.array([60, 100, 118, 200]), num_seq=8, seq_len=5, ds=3) == 2
+    assert ("2 of 4 videos are shorter than a clip of --num_seq 8 × --seq_len 5 frames at --ds 3 (118 frames; "
+            "shortest: 60): they are read at the largest stride that fits (1, 2), in training and testing alike") in caplog.text
+    assert "repeat their last frame" not in caplog.text
 
 
 def test_unreadable_frames_and_folders_say_permission_not_missing(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 from tiny_dataset import as_model_input, write_view_frame
 
 from utils import frame_reader
-from utils.clip_sampling import clip_indices, video_group_indices
+from utils.clip_sampling import clip_indices, clip_stride, video_group_indices
 from utils.frame_reader import FrameReader, check_views_on_disk
 from utils.layout import FLOW_X, FLOW_Y, FRAMES, HEATMAPS, SEGMASKS, read_class_index
 from utils.video_data import MultiViewClipDataset, VideoGroupDataset
@@ -126,8 +126,20 @@ def test_video_group_indices_cover_the_video_with_half_overlap():
     assert groups[-1, -1, -1] == 50
     ends = video_group_indices(60, 4, 5, 1)  # 12 blocks: starts 0,2,4,6,8
     assert ends[-1, -1, -1] == 60
-    short = video_group_indices(7, 2, 5, 3)
-    assert short.shape == (1, 2, 5) and short.reshape(-1).tolist() == [1, 4, 7] + [7] * 7
+    short = video_group_indices(7, 2, 5, 3)  # shorter than 10 frames even at stride 1: the last frame repeats
+    assert short.shape == (1, 2, 5) and short.reshape(-1).tolist() == [1, 2, 3, 4, 5, 6, 7, 7, 7, 7]
+
+
+@pytest.mark.parametrize("num_frames", [20, 30, 39, 40, 57, 58, 100])
+def test_training_clips_and_test_groups_read_a_short_video_at_the_same_stride(num_frames):
+    """4 blocks of 5 frames at --ds 3 need 58 frames; a shorter video is read at the largest stride that fits."""
+    clip = clip_indices(num_frames, 4, 5, 3).reshape(-1)
+    groups = video_group_indices(num_frames, 4, 5, 3)
+    expected = clip_stride(num_frames, 4, 5, 3)
+    assert expected == (3 if num_frames >= 58 else 2 if num_frames >= 39 else 1)
+    assert set(np.diff(clip)) == {expected}
+    assert all(set(np.diff(g.reshape(-1))) == {expected} for g in groups)  # no frame repeated, no other stride
+    assert groups.max() > num_frames - expected * 5  # the groups reach the last whole block
 
 
 def test_frame_reader_fills_missing_frames_from_nearest(tmp_path):

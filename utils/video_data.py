@@ -304,7 +304,7 @@ class MultiViewClipDataset(_ViewsDataset):
         colour_jitter: str = "frame",
     ) -> None:
         super().__init__(entries, views, sizes, num_seq, seq_len, ds, reduced_decoding)
-        check_clip_length(self.entries.num_frames, num_seq, seq_len)
+        check_clip_length(self.entries.num_frames, num_seq, seq_len, ds)
         if colour_jitter not in COLOUR_JITTER_MODES:
             raise ValueError(f"--colour_jitter must be one of {COLOUR_JITTER_MODES}, got {colour_jitter!r}")
         self.train, self.hflip, self.random_start, self.seed = train, hflip, random_start, seed
@@ -342,6 +342,11 @@ class VideoGroupDataset(_ViewsDataset):
     Each item is ``{view: uint8 [G, N, C, SL, S, S], "label": int, "index": int}``; ``G`` differs
     between videos, so load with ``batch_size=1`` (or a collate that keeps a list).
     """
+
+    def __init__(self, entries: Sequence[VideoEntry], views: Sequence[str], sizes: dict[str, int], num_seq: int,
+                 seq_len: int, ds: int, reduced_decoding: bool = True) -> None:
+        super().__init__(entries, views, sizes, num_seq, seq_len, ds, reduced_decoding)
+        check_clip_length(self.entries.num_frames, num_seq, seq_len, ds)
 
     def reachable_frames(self, index: int) -> np.ndarray:
         groups = video_group_indices(int(self.entries.num_frames[index]), self.num_seq, self.seq_len, self.ds)
