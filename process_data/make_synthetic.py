@@ -42,8 +42,9 @@ Outputs under `--out`:
 - `splits/classInd.txt`, `trainlist01.txt`, `testlist01.txt`: UCF101's format, a seeded split
   stratified by class (`--test_fraction` of each class's videos go to the test list).
 - `annotations/<class>/<class>_v<NNN>.npz`: `keypoints` float32 [T, 17, 3] (x, y normalised to
-  [0, 1] of the frame width/height, visibility 1 when the joint lies inside the frame) and `masks`
-  uint8 [T, H, W] (1 = person pixel, the figure as visible, i.e. minus the ball when it is in front).
+  [0, 1] of the frame width/height, visibility 1 when the joint lies inside the frame), `masks`
+  uint8 [T, H, W] (1 = person pixel, the figure as visible, i.e. minus the ball when it is in front)
+  and `scene` (the video's scene, -1 with a look of its own).
 
 Every video's random stream is derived from (seed, class index, video index), so the output is the
 same for a seed whatever `--workers` is, and `--classes k` reproduces the first k classes of a
@@ -60,7 +61,7 @@ import numpy as np
 
 from process_data.common import atomic_write_text, parallel_map
 from process_data.synthetic_poses import ACTIONS
-from process_data.synthetic_render import render_video
+from process_data.synthetic_render import BODY_SIZE, PERIOD, render_video
 from utils.cli import run_cli
 from utils.cli_options import HelpFormatter
 from utils.files import atomic_write
@@ -108,22 +109,21 @@ def video_name(action: str, index: int) -> str:
     return f"{action}_v{index:03d}"
 
 
-def scene_stream(seed: int, scenes: int, class_idx: int, video_idx: int) -> np.random.Generator | None:
-    """The stream of the scene a video is set in: one of `scenes` looks, picked independently of the class.
-
-    Args:
-        seed: dataset seed.
-        scenes: size of the pool of looks; 0 gives every video a look of its own (returns None).
-        class_idx, video_idx: the video.
-    """
+def scene_index(seed: int, scenes: int, class_idx: int, video_idx: int) -> int:
+    """The scene a video is set in: one of `scenes` looks, picked independently of the class (-1: its own)."""
     if scenes <= 0:
-        return None
-    scene = int(np.random.default_rng([seed, _SCENE_CHOICE_STREAM, class_idx, video_idx]).integers(scenes))
-    return np.random.default_rng([seed, _SCENE_STREAM, scene])
+        return -1
+    return int(np.random.default_rng([seed, _SCENE_CHOICE_STREAM, class_idx, video_idx]).integers(scenes))
+
+
+def scene_stream(seed: int, scene: int) -> np.random.Generator | None:
+    """The random stream of scene `scene`'s look (None for -1, a look of the video's own)."""
+    return None if scene < 0 else np.random.default_rng([seed, _SCENE_STREAM, scene])
 
 
 def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int, scenes: int = 0,
-             ball_speed: float = 0.04, drift: float = 1.0) -> None:
+             ball_speed: float = 0.04, drift: float = 1.0, period: tuple[float, float] = PERIOD,
+             body_size: tuple[float, float] = BODY_SIZE) -> None:
     """Render and write one video and its annotation.
 
     Args:
@@ -135,17 +135,20 @@ def make_one(job: tuple[int, int], out: Path, seed: int, frames: int, size: int,
         scenes: size of the pool of looks the videos share (0: every video its own).
         ball_speed: the ball's top speed in frame sides per frame (0: a still ball).
         drift: scale of the camera pan and lighting drift (0: fixed camera, steady light).
+        period: range of the motion's period in frames.
+        body_size: range of the body scale as a fraction of the frame side.
     """
     class_idx, video_idx = job
     action = ACTIONS[class_idx]
     rng = np.random.default_rng([seed, class_idx, video_idx])
-    video, keypoints, masks = render_video(action, rng, frames, size, scene_stream(seed, scenes, class_idx, video_idx),
-                                           ball_speed, drift)
+    scene = scene_index(seed, scenes, class_idx, video_idx)
+    video, keypoints, masks = render_video(action, rng, frames, size, scene_stream(seed, scene), ball_speed, drift,
+                                           period, body_size)
     name = video_name(action, video_idx)
     (out / "videos" / action).mkdir(parents=True, exist_ok=True)
     (out / "annotations" / action).mkdir(parents=True, exist_ok=True)
     write_video(out / "videos" / action / f"{name}.avi", video)
-    _save_npz(out / "annotations" / action / f"{name}.npz", keypoints=keypoints, masks=masks)
+    _save_npz(out / "annotations" / action / f"{name}.npz", keypoints=keypoints, masks=masks, scene=np.int64(scene))
 
 
 def write_splits(out: Path, classes: int, videos_per_class: int, test_fraction: float, seed: int) -> None:
@@ -197,6 +200,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     video.add_argument("--drift", type=float, default=1.0,
                        help="scale of the slow camera pan and lighting drift (1: up to 3%% of the frame and 20%% of the "
                             "brightness; 0: a fixed camera and a steady light)")
+    video.add_argument("--period", type=float, nargs=2, default=PERIOD, metavar=("MIN", "MAX"),
+                       help="range of the motion's period in frames, drawn per video")
+    video.add_argument("--body_size", type=float, nargs=2, default=BODY_SIZE, metavar=("MIN", "MAX"),
+                       help="range of the figure's scale (about its height) as a fraction of the frame side, drawn "
+                            "per scene; above 0.72 the largest poses leave the frame")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     return parser
@@ -217,6 +225,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--ball_speed must be >= 0, got {args.ball_speed}")
     if args.scenes < 0:
         raise ValueError(f"--scenes must be >= 0 (0: every video its own look), got {args.scenes}")
+    if not 0 < args.period[0] <= args.period[1]:
+        raise ValueError(f"--period needs 0 < MIN <= MAX, got {args.period}")
+    if not 0 < args.body_size[0] <= args.body_size[1]:
+        raise ValueError(f"--body_size needs 0 < MIN <= MAX, got {args.body_size}")
     if args.size < 16:
         raise ValueError(f"--size must be >= 16, got {args.size}")
 
@@ -226,7 +238,8 @@ def main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     jobs = [(c, v) for c in range(args.classes) for v in range(args.videos_per_class)]
     work = partial(make_one, out=out, seed=args.seed, frames=args.frames, size=args.size, scenes=args.scenes,
-                   ball_speed=args.ball_speed, drift=args.drift)
+                   ball_speed=args.ball_speed, drift=args.drift, period=tuple(args.period),
+                   body_size=tuple(args.body_size))
     results = parallel_map(work, jobs, args.workers, desc="synthetic videos")
     failed = [(ACTIONS[c], v, r) for (c, v), r in zip(jobs, results) if isinstance(r, Exception)]
     if failed:

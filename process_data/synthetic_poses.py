@@ -138,7 +138,7 @@ def _pose_walk_left(t, m):
 def _pose_jump(t, m):
     c = np.pi * t / m.period + m.phase
     air = np.abs(np.sin(c))  # one hop per period, landing at the zeros
-    root = np.stack([np.zeros(len(t)), -0.18 * m.amp * air], axis=-1)
+    root = np.stack([np.zeros(len(t)), -0.1 * m.amp * air], axis=-1)
     arms = [_side(0.3 + 2.2 * air, 0.4 + 2.2 * air, s) for s in (+1, -1)]
     legs = [_side(0.05 + 0.35 * air, 0.05 - 0.25 * air, s) for s in (+1, -1)]
     return _assemble(root, np.zeros(len(t)), *arms, *legs)

@@ -16,6 +16,12 @@ import numpy as np
 from process_data.synthetic_poses import HEAD_R, Motion, pose_trajectory
 
 _SHIFT = 4  # cv2 drawing with 4 fractional bits, so slow motion moves smoothly
+# Defaults: a period of 16-32 frames and a figure 0.55-0.72 of the frame tall, so that between the
+# blocks of a clip (8 frames apart at 4 frames of stride 2) the pose visibly changes at a 64-px input:
+# the joints of the blocks' mean poses move about 1.9 px there (0.5 px with the earlier 10-24 frames,
+# 0.4-0.65 of the frame, at 32 px), and a block spans a quarter to half a period, not most of one.
+PERIOD = (16.0, 32.0)
+BODY_SIZE = (0.55, 0.72)
 
 
 def _random_colour(rng: np.random.Generator, sat=(0.0, 1.0), val=(0.0, 1.0)) -> tuple[int, int, int]:
@@ -188,19 +194,21 @@ def _view(canvas: np.ndarray, origin: np.ndarray, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def _place(joints: np.ndarray, rng: np.random.Generator, size: int) -> tuple[float, np.ndarray]:
-    """Random body scale (pixels per body unit) and hip offset keeping the figure inside the frame."""
+def _place(joints: np.ndarray, rng: np.random.Generator, size: int,
+           body_size: tuple[float, float]) -> tuple[float, np.ndarray]:
+    """Random body scale (pixels per body unit, drawn in ``body_size`` × size) and hip offset keeping the
+    figure inside the frame (up to 0.72 every action's largest extent, about 1.35 B, fits, so the body
+    size never depends on the class)."""
     pad = HEAD_R + 0.05
     lo, hi = joints.reshape(-1, 2).min(0) - pad, joints.reshape(-1, 2).max(0) + pad
-    # Up to 0.65 every action's largest extent (jump, walk: about 1.45 B) fits in the frame, so the
-    # body size never depends on the class.
-    scale = rng.uniform(0.4, 0.65) * size
+    scale = rng.uniform(*body_size) * size
     slack_lo, slack_hi = -lo * scale, size - hi * scale
     return scale, rng.uniform(slack_lo, np.maximum(slack_lo, slack_hi))
 
 
 def render_video(action: str, rng: np.random.Generator, frames: int, size: int,
-                 scene_rng: np.random.Generator | None = None, ball_speed: float = 0.04, drift: float = 1.0
+                 scene_rng: np.random.Generator | None = None, ball_speed: float = 0.04, drift: float = 1.0,
+                 period: tuple[float, float] = PERIOD, body_size: tuple[float, float] = BODY_SIZE,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one synthetic video in memory.
 
@@ -217,19 +225,22 @@ def render_video(action: str, rng: np.random.Generator, frames: int, size: int,
         drift: scale of the camera pan and of the lighting drift (1: up to 3 % of the frame and 20 % of
             the brightness; 0: a fixed camera and a steady light). Both change slowly and independently of
             the class, so they tell one moment of a clip from the next without the figure.
+        period: range of the motion's period in frames, drawn per video.
+        body_size: range of the body scale (pixels per body unit, the figure about 1 unit tall) as a
+            fraction of the frame side, drawn per scene.
     Returns:
         frames `[T, H, W, 3]` uint8 RGB, keypoints `[T, 17, 3]` float32 (x, y normalised,
         visibility 0/1), masks `[T, H, W]` uint8 (1 = person).
     """
     if frames < 1 or size < 16:
         raise ValueError(f"need frames >= 1 and size >= 16, got frames={frames}, size={size}")
-    motion = Motion(period=rng.uniform(10, 24), phase=rng.uniform(0, 2 * np.pi),
-                    amp=rng.uniform(0.8, 1.2), travel=rng.uniform(0.25, 0.6))
+    motion = Motion(period=rng.uniform(*period), phase=rng.uniform(0, 2 * np.pi),
+                    amp=rng.uniform(0.8, 1.2), travel=rng.uniform(0.1, 0.25))
     body = pose_trajectory(action, frames, motion)
     margin = max(1, int(round(0.03 * size)))
     canvas = size + 2 * margin
     look = rng if scene_rng is None else scene_rng
-    scale, offset = _place(body, look, size)  # a scene keeps its camera: the figure's size and spot
+    scale, offset = _place(body, look, size, body_size)  # a scene keeps its camera: the figure's size and spot
     joints = body * scale + offset + margin  # canvas pixels [T, 17, 2]
     background = _make_background(look, canvas)
     style = _sample_style(look, background, scale)

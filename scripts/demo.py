@@ -58,7 +58,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and schedule")
     model.add_argument("--views", default="imgs_flow_kphm", help="CoCon's views, joined by '_' (imgs first)")
     model.add_argument("--net", default="resnet10", help="backbone of every encoder")
-    model.add_argument("--img_dim", type=int, default=32, help="input side of every view (CPU-sized)")
+    model.add_argument("--img_dim", type=int, default=64,
+                       help="input side of every view (64: a 2×2 final map, so CPC has same-clip spatial negatives)")
     model.add_argument("--num_seq", type=int, default=5, help="blocks per clip")
     model.add_argument("--seq_len", type=int, default=4, help="frames per block")
     model.add_argument("--pred_step", type=int, default=2, help="predicted blocks")
@@ -68,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--temp_division", default="once", choices=("twice", "once"),
                        help="CPC scores <p, z>/T^2 (twice, the original's) or /T (once)")
     add_colour_jitter_flag(model)
-    model.add_argument("--epochs", type=int, default=8, help="pretraining epochs (CoCon and DPC alike)")
+    model.add_argument("--epochs", type=int, default=6, help="pretraining epochs (CoCon and DPC alike)")
     model.add_argument("--ft_epochs", type=int, default=0,
                        help="fine-tuning epochs of every encoder, then whole-video test and the view ensemble (0: frozen "
                             "evaluation only, as `make demo`)")
@@ -79,6 +80,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; the table gives mean ± std")
     run.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
     run.add_argument("--num_workers", type=int, default=2, help="data loading processes")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                     help="bf16 autocast in pretraining and evaluation (CPUs with AVX512-BF16 or AMX, CUDA)")
     return parser
 
 
@@ -121,10 +124,76 @@ def prepare_data(run: Runner, args: argparse.Namespace) -> Path:
     return csv_root
 
 
+def block_poses(keypoints: np.ndarray, blocks: np.ndarray, size: int) -> np.ndarray:
+    """Mean pose of each block in input pixels: ``keypoints`` [T, 17, 3] (x, y in [0, 1]) at the clip's
+    1-based frame indices ``blocks`` [N, SL], scaled to a ``size``-px input -> [N, 17, 2]."""
+    return keypoints[blocks - 1, :, :2].mean(axis=1) * size
+
+
+def pixel_change(clips: list[np.ndarray], scenes: list[int]) -> tuple[float, float]:
+    """Mean absolute change (0-1 pixel scale) between consecutive blocks of a clip, and between the same
+    block of two clips of one scene.
+
+    Args:
+        clips: per video, one view's clip as the encoder gets it, uint8 [N, C, SL, S, S].
+        scenes: each video's scene (videos of scene -1 have looks of their own and are not paired).
+    """
+    x = [clip.astype(np.float32) / 255 for clip in clips]
+    within = float(np.mean([np.abs(c[1:] - c[:-1]).mean() for c in x]))
+    pairs = [np.abs(x[i] - x[j]).mean() for i in range(len(x)) for j in range(i + 1, len(x))
+             if scenes[i] == scenes[j] >= 0]
+    return within, float(np.mean(pairs)) if pairs else float("nan")
+
+
+def measure_motion(args: argparse.Namespace, csv_root: Path) -> dict[str, float]:
+    """How much a test clip changes between consecutive blocks at the input size, against how much two
+    clips of one scene differ: what CPC's "which moment" and "which clip" have to go on.
+
+    Joints (ground truth): the displacement between consecutive blocks' mean poses in input pixels, mean
+    over the 17 joints and the fastest joint (medians over the videos). Pixels: mean absolute change
+    per view (:func:`pixel_change`) on the middle clip of every test video, centre crop.
+    """
+    from utils.video_data import MultiViewClipDataset
+    from utils.video_index import load_split
+    from utils.views import VIEWS
+
+    entries, _ = load_split(csv_root, "test")
+    views = args.views.split("_")
+    dataset = MultiViewClipDataset(entries, views, {v: VIEWS[v].size(args.img_dim) for v in views}, args.num_seq,
+                                   args.seq_len, args.ds, train=False, hflip=False)
+    mean_joint, top_joint, scenes, clips = [], [], [], {v: [] for v in views}
+    for index, entry in enumerate(entries):
+        frame_dir = Path(entry.frame_dir)
+        annotation = np.load(args.data_root / "annotations" / frame_dir.parent.name / f"{frame_dir.name}.npz")
+        blocks = dataset.reachable_frames(index).reshape(args.num_seq, args.seq_len)
+        poses = block_poses(annotation["keypoints"], blocks, args.img_dim)
+        moved = np.linalg.norm(np.diff(poses, axis=0), axis=-1)  # [N-1, 17]
+        mean_joint.append(moved.mean())
+        top_joint.append(moved.max(axis=1).mean())
+        scenes.append(int(annotation["scene"]) if "scene" in annotation else -1)
+        item = dataset[index]
+        for view in views:
+            clips[view].append(item[view].numpy())
+    report = {"joint_px_mean": float(np.median(mean_joint)), "joint_px_fastest": float(np.median(top_joint))}
+    for view in views:
+        report[f"within_{view}"], report[f"across_{view}"] = pixel_change(clips[view], scenes)
+    return report
+
+
+def motion_text(report: dict[str, float], args: argparse.Namespace) -> str:
+    """One paragraph of :func:`measure_motion`'s numbers."""
+    views = ", ".join(f"{VIEW_NAMES[v]} {report[f'within_{v}']:.3f} against {report[f'across_{v}']:.3f}"
+                      for v in args.views.split("_"))
+    return (f"Motion at the input size ({args.img_dim} px, blocks {args.seq_len * args.ds} frames apart, test clips): "
+            f"between consecutive blocks the joints of the mean pose move {report['joint_px_mean']:.1f} px "
+            f"(fastest joint {report['joint_px_fastest']:.1f} px; medians over videos); mean absolute pixel change "
+            f"between consecutive blocks of a clip against between two clips of one scene: {views}.\n")
+
+
 def common_flags(args: argparse.Namespace, csv_root: Path, seed: int) -> list[object]:
     return ["--dataset", "synthetic", "--csv_root", csv_root, "--net", args.net, "--img_dim", args.img_dim,
             "--num_seq", args.num_seq, "--seq_len", args.seq_len, "--ds", args.ds, "--seed", seed,
-            "--num_workers", args.num_workers, "--batch_size", args.batch_size]
+            "--num_workers", args.num_workers, "--batch_size", args.batch_size, "--amp" if args.amp else "--no-amp"]
 
 
 def pretrain(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, name: str, views: str) -> Path:
@@ -165,6 +234,39 @@ def frozen_eval(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int
     return {"R@1": recall["1"], "R@5": recall["5"], "linear_probe": probe["test_top1"]}
 
 
+def cpc_diagnostics(args: argparse.Namespace, csv_root: Path, run_dir: Path, view: str,
+                    checkpoint: Path | None) -> dict[str, float]:
+    """CPC's "which clip" and "which moment" of one encoder on the test clips (the middle clip of every
+    test video, batches of up to --batch_size clips in a fixed shuffled order): see
+    :func:`train.diagnostics.heldout_cpc_parts`. ``checkpoint`` None: the encoder at random init, built as
+    the pretraining run in ``run_dir`` built it (same seed)."""
+    import torch
+
+    from train.diagnostics import heldout_cpc_parts
+    from train.model_3d import DPCRNN
+    from utils.augmentation import model_input
+    from utils.checkpoint import load_pretrained
+    from utils.video_data import MultiViewClipDataset
+    from utils.video_index import load_split
+    from utils.views import VIEWS, view_backbone
+
+    run_args = json.loads((run_dir / "args.json").read_text())
+    torch.manual_seed(run_args["seed"])
+    model = DPCRNN(view_backbone(view, args.net), VIEWS[view].channels, VIEWS[view].size(args.img_dim), args.seq_len,
+                   args.num_seq, args.pred_step, run_args["l2_norm"], gru_relu=run_args.get("gru_relu", False))
+    if checkpoint is not None:
+        load_pretrained(model, checkpoint, view)
+    entries, _ = load_split(csv_root, "test")
+    dataset = MultiViewClipDataset(entries, [view], {view: VIEWS[view].size(args.img_dim)}, args.num_seq,
+                                   args.seq_len, args.ds, train=False, hflip=False)
+    order = np.random.default_rng(0).permutation(len(dataset))
+    groups = np.array_split(order, -(-len(order) // args.batch_size))
+    batches = (model_input(torch.stack([dataset[int(i)][view] for i in group]), view, "cpu") for group in groups)
+    parts = heldout_cpc_parts(model.eval(), view, batches)
+    return {"clip": parts[f"cpc_clip_top1/{view}"], "moment": parts[f"cpc_moment_top1/{view}"],
+            "predictions": parts[f"cpc_moment_n/{view}"]}
+
+
 def ensemble(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int, probs: dict[str, str]) -> dict:
     out_dir = args.out / f"seed{seed}" / "ensemble"
     flags = [x for view, path in probs.items() for x in (f"--prob_{view}", path)]
@@ -192,6 +294,10 @@ def one_seed(run: Runner, args: argparse.Namespace, csv_root: Path, seed: int) -
     for method, (view, checkpoint) in encoders.items():
         name = method.split()[0].lower()
         rows[method] = frozen_eval(run, args, csv_root, seed, name, view, checkpoint)
+        parts = cpc_diagnostics(args, csv_root, (cocon if name == "cocon" else dpc).parent, view,
+                                None if checkpoint == "random" else checkpoint)
+        write_json(args.out / f"seed{seed}" / "cpc_parts" / f"{name}_{view}.json", parts)
+        rows[method].update(clip=parts["clip"], moment=parts["moment"])
         if args.ft_epochs:
             test = finetune(run, args, csv_root, seed, name, view, checkpoint, args.ft_epochs)
             rows[method]["top1"] = test["top1"]
@@ -215,6 +321,7 @@ TABLE_ROWS = (
     ("CoCon ensemble", "V", "synthetic"), ("supervised RGB ceiling", "1", "– (labels)"),
 )
 METRICS = (("R@1", "frozen kNN R@1 %"), ("linear_probe", "linear probe %"), ("top1", "fine-tuned top-1 %"))
+DIAGNOSTICS = (("clip", "which clip %"), ("moment", "which moment %"))
 
 
 def summarise(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
@@ -235,7 +342,7 @@ def fmt(values: list[float] | None) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
 
 
-def markdown_table(table: dict, args: argparse.Namespace) -> str:
+def markdown_table(table: dict, args: argparse.Namespace, notes: str = "") -> str:
     seeds = ", ".join(map(str, args.seeds))
     lines = [
         f"Synthetic dataset ({args.classes} classes × {args.videos_per_class} videos), {args.net} at {args.img_dim} px, "
@@ -245,12 +352,13 @@ def markdown_table(table: dict, args: argparse.Namespace) -> str:
         f"optical flow; seeds {seeds}"
         + (" (mean ± std)" if len(args.seeds) > 1 else "") + f"; chance {100 / args.classes:.0f} %.",
         "",
-        "| method | views | pretrain | " + " | ".join(label for _, label in METRICS) + " |",
-        "|---|---|---|" + "---:|" * len(METRICS),
+        *([notes, ""] if notes else []),
+        "| method | views | pretrain | " + " | ".join(label for _, label in METRICS + DIAGNOSTICS) + " |",
+        "|---|---|---|" + "---:|" * len(METRICS + DIAGNOSTICS),
     ]
     for method, views, data in TABLE_ROWS:
         if method in table:
-            cells = [fmt(table[method].get(metric)) for metric, _ in METRICS]
+            cells = [fmt(table[method].get(metric)) for metric, _ in METRICS + DIAGNOSTICS]
             views = views.replace("V", str(len(args.views.split("_"))))  # CoCon's rows: its number of views
             lines.append(f"| {method} | {views} | {data} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -339,13 +447,19 @@ def main(args: argparse.Namespace) -> dict:
     run = Runner(args.out)
     start = time.perf_counter()
     csv_root = prepare_data(run, args)
+    motion = measure_motion(args, csv_root)
+    print("\n" + motion_text(motion, args), flush=True)
     per_seed = {seed: one_seed(run, args, csv_root, seed) for seed in args.seeds}
     if args.ceiling_epochs:
         per_seed[args.seeds[0]].update(supervised_ceiling(run, args, csv_root, args.seeds[0]))
     table = summarise(per_seed)
-    markdown = markdown_table(table, args)
+    parts = json.loads(next((args.out / f"seed{args.seeds[0]}" / "cpc_parts").glob("dpc_*.json")).read_text())
+    notes = (f"Which clip / which moment: CPC's choice among the clips of a batch (up to {args.batch_size}) and "
+             f"among a clip's {args.pred_step} future blocks at the same place (chance 1/{args.pred_step}), on "
+             f"{parts['predictions']} predictions of the test clips per encoder. " + motion_text(motion, args))
+    markdown = markdown_table(table, args, notes)
     atomic_write(args.out / "results.md", markdown)
-    write_json(args.out / "results.json", {"per_seed": per_seed, "timings_s": run.timings, "args": {
+    write_json(args.out / "results.json", {"per_seed": per_seed, "motion": motion, "timings_s": run.timings, "args": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}})
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
     bar_chart(table, args.out / "results.png", f"synthetic actions, {args.net} {args.img_dim}px, {seeds}",

@@ -5,12 +5,14 @@ measures how far they do (the Pearson correlation of their off-diagonal entries:
 ranking of which blocks are alike). :func:`term_gradient_norms` splits the gradient reaching one
 view's backbone by loss kind (its own CPC, its sync terms, its cooperative terms), so a run shows
 whether the cross-view terms move the RGB encoder at all or are drowned by CPC. :func:`cpc_parts` splits
-CPC's accuracy into its two questions — which clip a prediction belongs to, and which of that clip's
-future moments it is — because an encoder can answer the first from appearance alone.
+CPC's accuracy into its questions — which clip a prediction belongs to, which of that clip's future
+moments it is, and (with a map larger than 1×1) which place — because an encoder can answer the first
+and the last from appearance alone; :func:`heldout_cpc_parts` measures them on held-out clips.
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -55,13 +57,15 @@ def similarity_agreement(outputs: dict[str, tuple[Tensor, Tensor]], pool: str = 
 
 @torch.no_grad()
 def cpc_parts(outputs: dict[str, tuple[Tensor, Tensor]], temperature: float) -> dict[str, float]:
-    """Each view's CPC top-1 split into "which clip" and "which moment".
+    """Each view's CPC top-1 split into "which clip", "which moment" and "which place".
 
     For a prediction of step p at position (y, x) of clip b:
     - ``cpc_clip_top1/<view>``: its true map scores highest among the same step and position of every
       clip of the batch (chance 1/B) — solvable from a clip's look alone;
-    - ``cpc_moment_top1/<view>``: its true map scores highest among clip b's own maps at every step and
-      position (chance 1/(P·s²)) — only an encoder that sees what changes within the clip can do it.
+    - ``cpc_moment_top1/<view>``: its true map scores highest among clip b's own maps at the same position
+      and every predicted step (chance 1/P) — only an encoder that sees what changes within the clip can do it;
+    - ``cpc_place_top1/<view>``: the same among clip b's own maps at the same step and every position
+      (chance 1/s²; only with a map larger than 1×1) — solvable from where things are in the frame.
 
     Args:
         outputs: view -> (pred [B, P, D, s, s], feature [B, N, D, s, s]).
@@ -73,12 +77,42 @@ def cpc_parts(outputs: dict[str, tuple[Tensor, Tensor]], temperature: float) -> 
         k = p * h * w
         logits = cpc_logits(pred.float(), feature[:, -p:].float(), temperature).view(b, k, b, k)
         own = torch.arange(b, device=logits.device)
-        place = torch.arange(k, device=logits.device)
         across = logits.permute(0, 1, 3, 2).diagonal(dim1=1, dim2=2)  # [B, B', k]: same step and position
-        within = logits[own, :, own, :]  # [B, k, k']: clip b's own maps
+        within = logits[own, :, own, :].reshape(b, p, h * w, p, h * w)  # clip b's own maps
+        moments = within.diagonal(dim1=2, dim2=4)  # [B, P, P', s²]: same position
+        places = within.diagonal(dim1=1, dim2=3)  # [B, s², s²', P]: same step
         stats[f"cpc_clip_top1/{view}"] = (across.argmax(dim=1) == own[:, None]).float().mean().item()
-        stats[f"cpc_moment_top1/{view}"] = (within.argmax(dim=2) == place).float().mean().item()
+        steps = torch.arange(p, device=logits.device)
+        stats[f"cpc_moment_top1/{view}"] = (moments.argmax(dim=2) == steps[:, None]).float().mean().item()
+        if h * w > 1:
+            spots = torch.arange(h * w, device=logits.device)
+            stats[f"cpc_place_top1/{view}"] = (places.argmax(dim=2) == spots[:, None]).float().mean().item()
     return stats
+
+
+@torch.no_grad()
+def heldout_cpc_parts(model: nn.Module, view: str, batches: Iterable[Tensor]) -> dict[str, float]:
+    """:func:`cpc_parts` of one encoder over held-out clips, with the number of predictions behind each rate.
+
+    Args:
+        model: a DPC-RNN in eval mode; ``model(x)`` returns (pred, feature).
+        view: the view's name (the keys' suffix).
+        batches: the view's model inputs [B, N, C, SL, S, S]; "which clip" is chosen within each batch.
+
+    Returns:
+        the rates of :func:`cpc_parts` (averaged over predictions), and ``<part>_n/<view>``: how many
+        predictions each rate counts.
+    """
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for x in batches:
+        pred, feature = model(x)
+        b, p, _, h, w = pred.shape
+        for key, rate in cpc_parts({view: (pred, feature)}, 1.0).items():
+            sums[key] = sums.get(key, 0.0) + rate * b * p * h * w
+            counts[key] = counts.get(key, 0) + b * p * h * w
+    return {**{key: sums[key] / counts[key] for key in sums},
+            **{key.replace("_top1/", "_n/"): counts[key] for key in counts}}
 
 
 def term_gradient_norms(terms: dict[str, Tensor], view: str, backbone: nn.Module) -> dict[str, float]:
