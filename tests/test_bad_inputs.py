@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,7 +26,7 @@ from utils.cli import describe, run_cli
 from utils.clip_sampling import check_clip_length
 from utils.errors import DataError, NonFiniteError, UsageError, UserError, first_line
 from utils.frame_reader import FrameReader
-from utils.video_index import VideoEntry
+from utils.video_index import VideoEntry, load_split
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,50 @@ def _fails_with(exc: BaseException):
 
 
 # ---------------------------------------------------------------- the CLI wrapper
+
+
+class _Failing(torch.utils.data.Dataset):
+    """Items that fail as a frame file might: a project error, a permission error, a project ValueError, or a kill."""
+
+    def __init__(self, how: str, path: str) -> None:
+        self.how, self.path = how, path
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        if self.how == "data":
+            frame_reader.read_stored(Path(self.path), "imgs", 1)  # a JPEG cut short: a DataError of the reader
+        if self.how == "permission":
+            raise PermissionError(errno.EACCES, "Permission denied", self.path)
+        if self.how == "value":
+            raise ValueError(f"--ds 3: {self.path} is too short")
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+        return index
+
+
+def _loader_main(how: str, path: str, workers: int):
+    def main(_args):
+        for _ in torch.utils.data.DataLoader(_Failing(how, path), batch_size=2, num_workers=workers):
+            pass
+    return main
+
+
+@pytest.mark.parametrize("how", ["data", "permission", "value"])
+def test_errors_in_loader_workers_end_in_the_same_line_as_without_workers(tmp_path, capsys, how):
+    frame = tmp_path / "image_00001.jpg"
+    cv2.imwrite(str(frame), np.full((16, 16, 3), 90, np.uint8))
+    frame.write_bytes(frame.read_bytes()[:-12])
+    parser = argparse.ArgumentParser()
+    alone = _error_line(capsys, lambda: run_cli(_loader_main(how, str(tmp_path), 0), parser, []))
+    workers = _error_line(capsys, lambda: run_cli(_loader_main(how, str(tmp_path), 2), parser, []))
+    assert workers == alone
+    assert str(tmp_path) in alone[1]
+
+
+def test_a_loader_worker_killed_by_the_oom_killer_ends_in_one_line_about_memory(capsys):
+    status, line = _error_line(capsys, lambda: run_cli(_loader_main("kill", "", 1), argparse.ArgumentParser(), []))
+    assert status == 1 and "out-of-memory killer" in line and "lower --num_workers" in line and "--resume" in line
 
 
 @pytest.mark.parametrize("exc, status, text", [
@@ -362,6 +407,55 @@ def test_damaged_heatmaps_and_masks_name_the_file(tmp_path, view, name, damage, 
     damage(folder / name)
     with pytest.raises(DataError, match=match):
         FrameReader().read(frame_dir, view, np.arange(1, 6))
+
+
+def _save(array: np.ndarray, key: str):
+    return lambda p: np.savez_compressed(p.with_suffix(""), **{key: array})
+
+
+@pytest.mark.parametrize("view, name, damage, match", [
+    ("kphm", "heatmap_00003.npz", _save(np.zeros((12, 16), np.uint8), "hm"), r"holds uint8 \[12, 16\], expected uint8 \[17, h, w\]"),
+    ("kphm", "heatmap_00003.npz", _save(np.zeros((12, 16, 17), np.uint8), "hm"), r"holds uint8 \[12, 16, 17\], expected"),
+    ("kphm", "heatmap_00003.npz", _save(np.zeros((18, 12, 16), np.uint8), "hm"), r"holds uint8 \[18, 12, 16\], expected"),
+    ("kphm", "heatmap_00003.npz", _save(np.zeros((17, 12, 16), np.float32), "hm"), r"holds float32 \[17, 12, 16\], expected"),
+    ("kphm", "heatmap_00003.npz", _save(np.zeros((17, 12, 16), np.int64), "hm"), r"holds int64 \[17, 12, 16\], expected"),
+    ("seg", "segmask_00002.npz", _save(np.zeros((12, 16, 3), np.uint8), "seg"), r"holds uint8 \[12, 16, 3\], expected uint8 \[h, w\]"),
+    ("seg", "segmask_00002.npz", _save(np.eye(12, 16, dtype=np.uint8), "seg"), r"holds 0/1, expected 0/255 .*1/255 intensity"),
+])
+def test_heatmaps_and_masks_of_the_wrong_format_name_the_file_and_the_format(tmp_path, view, name, damage, match):
+    csv_root = make_tiny_dataset(tmp_path, classes=("jump",), videos_per_class=1, num_frames=6, views=("imgs", view))
+    frame_dir = Path((csv_root / "test_split01.csv").read_text().split(",")[0])
+    folder = frame_dir.parents[2] / ("heatmaps" if view == "kphm" else "segmasks") / "jump" / frame_dir.name
+    damage(folder / name)
+    with pytest.raises(DataError, match=f"{re.escape(str(folder / name))} {match}"):
+        FrameReader().read(frame_dir, view, np.arange(1, 6))
+
+
+def test_a_jpeg_cut_short_and_a_missing_flow_y_name_the_file_and_the_script(tmp_path):
+    csv_root = make_tiny_dataset(tmp_path, classes=("jump",), videos_per_class=1, num_frames=6, views=("imgs", "flow"))
+    frame_dir = Path((csv_root / "test_split01.csv").read_text().split(",")[0])
+    frame = frame_dir / "image_00002.jpg"
+    frame.write_bytes(frame.read_bytes()[:-12])  # still decodes, grey below the cut
+    assert cv2.imread(str(frame)) is not None
+    with pytest.raises(DataError, match=rf"{re.escape(str(frame))} is cut short .*process_data/extract_frame.py"):
+        FrameReader().read(frame_dir, "imgs", np.arange(1, 4))
+    flow_y = frame_dir.parents[2] / "flow" / "jump" / frame_dir.name / "flow_y_00002.jpg"
+    flow_y.unlink()
+    with pytest.raises(DataError, match=rf"{re.escape(str(flow_y))} is missing; extract the video's flow again "
+                                        r"\(process_data/extract_flow.py\)"):
+        FrameReader().read(frame_dir, "flow", np.arange(1, 4))
+
+
+def test_a_list_whose_frame_counts_disagree_with_the_disk_is_refused(tmp_path):
+    csv_root = make_tiny_dataset(tmp_path, classes=("jump", "wave"), videos_per_class=3, num_frames=6, views=("imgs",))
+    train = csv_root / "train_split01.csv"
+    rows = train.read_text().splitlines()
+    train.write_text("".join(f"{row.rsplit(',', 1)[0]},{12 if i else 6}\n" for i, row in enumerate(rows)))  # 3 of 4 off
+    with pytest.raises(DataError, match=r"train_split01.csv: the frame counts of 3 of 4 videos checked disagree with the "
+                                        r"frames on disk \(e.g. .*: 12 listed, 6 on disk\).*rerun process_data/write_csv.py"):
+        load_split(csv_root, "train", 1)
+    train.write_text("".join(f"{row.rsplit(',', 1)[0]},{12 if i == 1 else 6}\n" for i, row in enumerate(rows)))
+    assert len(load_split(csv_root, "train", 1)[0]) == 4  # one video off: the reader fills its frames, with a warning
 
 
 def test_clips_longer_than_the_videos_are_counted_or_refused(caplog):

@@ -19,11 +19,13 @@ import torch
 
 from utils.errors import DataError
 from utils.files import read_npz
+from utils.keypoints import COCO_KEYPOINTS
 from utils.layout import FLOW_Y, HEATMAPS, FileSeries
 from utils.video_index import VideoEntry
 from utils.views import VIEWS, view_dir
 
 log = logging.getLogger(__name__)
+NUM_JOINTS = len(COCO_KEYPOINTS)  # channels of a stored heatmap
 
 # OpenCV's own threads fight the DataLoader's worker processes for the same cores.
 cv2.setNumThreads(1)
@@ -40,20 +42,65 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _LISTING_CACHE = 4096  # folders whose frame listing a FrameReader keeps
 
 
-def _read_image(path: str | Path, flags: int) -> np.ndarray:
-    image = cv2.imread(str(path), flags)
+def _end_of_image(data: bytes) -> bool:
+    """Whether JPEG bytes end with the end-of-image marker (a file cut short decodes grey below the cut)."""
+    return data[-64:].rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
+def _read_image(path: str, flags: int, advice: str) -> np.ndarray:
+    """One JPEG frame decoded with OpenCV's ``flags``; ``advice`` says how to rewrite it.
+
+    Raises:
+        DataError: the file is missing, not an image, or cut short (no end-of-image marker).
+        PermissionError: this user may not read it.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; {advice}") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+    if image is None and not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, "permission denied: cannot read the frame; give this user read access to "
+                              "the dataset", str(path))
+    if data and not _end_of_image(data):
+        raise DataError(f"{path} is cut short (no JPEG end-of-image marker, so it decodes at most in part); {advice}")
     if image is None:
-        if os.path.exists(path) and not os.access(path, os.R_OK):
-            raise PermissionError(errno.EACCES, "permission denied: cannot read the frame; give this user read access to "
-                                  "the dataset", str(path))
-        raise ValueError(f"cannot decode {path} (missing, truncated or not an image): extract the video's frames again")
+        raise DataError(f"cannot decode {path} (empty or not an image); {advice}")
     return image
+
+
+def _advice(view: str) -> str:
+    """What rewrites a damaged file of ``view``."""
+    if VIEWS[view].is_flow:
+        return "extract the video's flow again (process_data/extract_flow.py)"
+    if view == "imgs":
+        return "extract the video's frames again (process_data/extract_frame.py)"
+    return "delete the video's folder and run process_data/extract_features.py again"
+
+
+def check_view_array(array: np.ndarray, path: str | Path, files: FileSeries) -> None:
+    """Refuse a heatmap or mask array that is not of the stored format (:mod:`utils.layout`).
+
+    Raises:
+        DataError: naming the file, what it holds and what was expected.
+    """
+    heatmap = files == HEATMAPS
+    expected = f"uint8 [{NUM_JOINTS}, h, w], 255 = 1.0" if heatmap else "uint8 [h, w], 0 or 255 (255 = person)"
+    shape_ok = array.ndim == 3 and array.shape[0] == NUM_JOINTS if heatmap else array.ndim == 2
+    if not shape_ok or array.dtype != np.uint8:
+        raise DataError(f"{'heatmap' if heatmap else 'mask'} {path} holds {array.dtype} {list(array.shape)}, expected "
+                        f"{expected}; {_advice('kphm')}")
+    if not heatmap and array.max(initial=0) == 1:
+        raise DataError(f"mask {path} holds 0/1, expected 0/255 (255 = person): it would train at 1/255 intensity; "
+                        f"{_advice('seg')}, or store the mask times 255")
 
 
 def _read_npz(path: str | Path, files: FileSeries) -> np.ndarray:
     what = "heatmap" if files == HEATMAPS else "mask"
-    advice = f"delete {Path(path).parent} and run process_data/extract_features.py again"
-    return read_npz(path, (files.key,), what, advice)[files.key]
+    array = read_npz(path, (files.key,), what, _advice("kphm"))[files.key]
+    check_view_array(array, path, files)
+    return array
 
 
 def check_same_size(frames: Sequence[np.ndarray], folder: Path, view: str, indices: Sequence[int]) -> None:
@@ -109,10 +156,10 @@ def read_stored(folder: str | Path, view: str, index: int, reduce: int = 1) -> n
     files = VIEWS[view].files
     path = f"{folder}{os.sep}{files.name(index)}"  # pathlib joins cost more than small decodes
     if view == "imgs":
-        return _read_image(path, COLOR_DECODE_FLAGS[reduce])
+        return _read_image(path, COLOR_DECODE_FLAGS[reduce], _advice(view))
     if VIEWS[view].is_flow:
-        x = _read_image(path, GRAY_DECODE_FLAGS[reduce])
-        y = _read_image(f"{folder}{os.sep}{FLOW_Y.name(index)}", GRAY_DECODE_FLAGS[reduce])
+        x = _read_image(path, GRAY_DECODE_FLAGS[reduce], _advice(view))
+        y = _read_image(f"{folder}{os.sep}{FLOW_Y.name(index)}", GRAY_DECODE_FLAGS[reduce], _advice(view))
         return cv2.merge([x, y])
     if view == "kphm":
         return _read_npz(path, files).transpose(1, 2, 0)

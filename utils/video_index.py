@@ -5,6 +5,7 @@ Layout (see :mod:`utils.layout`): split lists ``<csv_root>/train_split01.csv`` (
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,10 @@ from typing import overload
 
 import numpy as np
 
-from utils.layout import read_class_index
+from utils.errors import DataError
+from utils.layout import FRAMES, read_class_index
+
+COUNT_SAMPLE = 64  # videos of a list whose frame counts are compared with the disk
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,37 @@ def split_csv_path(csv_root: str | Path, part: str, split: int = 1) -> Path:
 def load_split(csv_root: str | Path, part: str, split: int = 1) -> tuple[VideoIndex, list[str]]:
     """Videos of one part of a split, and the class names of ``<csv_root>/classInd.txt``."""
     class_names = read_class_index(Path(csv_root) / "classInd.txt")
-    return read_split_csv(split_csv_path(csv_root, part, split), class_names), class_names
+    path = split_csv_path(csv_root, part, split)
+    index = read_split_csv(path, class_names)
+    check_listed_counts(index, path)
+    return index, class_names
+
+
+def check_listed_counts(index: VideoIndex, path: Path) -> None:
+    """Refuse a list whose frame counts disagree with the frames on disk for most of its videos (up to
+    :data:`COUNT_SAMPLE` evenly spaced ones are compared; folders missing on disk are left to the view checks).
+
+    Raises:
+        DataError: naming the list, how many videos disagree, an example, and what to rerun.
+    """
+    picked = np.unique(np.linspace(0, len(index) - 1, min(COUNT_SAMPLE, len(index))).round().astype(int))
+    checked, off = 0, []
+    for i in picked:
+        try:
+            names = os.listdir(index.path(int(i)))
+        except OSError:
+            continue
+        checked += 1
+        on_disk = sum(FRAMES.index(name) is not None for name in names)
+        if on_disk != index.num_frames[i]:
+            off.append((index.path(int(i)), int(index.num_frames[i]), on_disk))
+    if checked and 2 * len(off) > checked:
+        video, listed, on_disk = off[0]
+        raise DataError(
+            f"{path}: the frame counts of {len(off)} of {checked} videos checked disagree with the frames on disk (e.g. "
+            f"{video}: {listed} listed, {on_disk} on disk), so the frames were extracted again after the list was "
+            "written: rerun process_data/write_csv.py"
+        )
 
 
 def holdout_split(entries: Sequence[VideoEntry], fraction: float, seed: int = 0) -> tuple[VideoIndex, VideoIndex]:
