@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from action_classifier import ActionClassifier
-from eval_setup import check_weights_finite, csv_root, default_out_dir, group_loader, report, view_size
+from eval_setup import check_lists, check_weights_finite, csv_root, default_out_dir, group_loader, report, view_size
 
 from utils.checkpoint import CheckpointError, clean_state_dict, load_checkpoint, state_dict_of
 from utils.distributed import gather_objects, is_main_process, shard
@@ -143,5 +143,10 @@ def test_checkpoint(args: argparse.Namespace, amp_dtype: torch.dtype | None = No
     """``--test CKPT``: the whole-video test of that checkpoint on the test split, into ``--out_dir``
     (default: beside the checkpoint, see :func:`eval_setup.default_out_dir`)."""
     entries, class_names = load_split(csv_root(args), "test", args.split)
+    try:
+        train, _ = load_split(csv_root(args), "train", args.split)
+        check_lists(train, entries, class_names, "training", "--test")
+    except FileNotFoundError:  # a test list alone: nothing to compare it with
+        pass
     out_dir = args.out_dir or default_out_dir(args.test, args)
     return test_classifier(args.test, args, entries, class_names, out_dir, amp_dtype)

@@ -27,12 +27,12 @@ from utils.cli_options import track_given_flags
 from utils.distributed import cleanup, gather_objects, is_main_process, shard
 from utils.errors import UsageError
 from utils.eval_figures import nearest_neighbour_figure, tsne_figure
-from utils.eval_files import feature_cache_key, feature_cache_path, load_features, save_features
+from utils.eval_files import feature_cache_key, feature_cache_path, frames_stamp, load_features, save_features
 from utils.files import atomic_write, write_json
 from utils.precision import to_channels_last
 from utils.retrieval import center_normalize, linear_probe, rank_gallery, recall_table, retrieval_recall
 from utils.video_index import VideoEntry, load_split, split_csv_path
-from utils.views import VIEWS, view_backbone
+from utils.views import VIEWS, view_backbone, view_dir
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
@@ -41,6 +41,7 @@ from eval_setup import (  # noqa: E402
     Groups,
     add_encoder_flags,
     add_out_dir_flag,
+    check_lists,
     csv_root,
     default_out_dir,
     group_loader,
@@ -70,7 +71,8 @@ def add_flags(groups: Groups) -> None:
     evaluation.add_argument("--nn_queries", type=int, default=8, help="query rows of the nearest-neighbour image")
     evaluation.add_argument("--nn_k", type=int, default=5, help="retrieved videos per row")
     evaluation.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                            help="reuse cached encoder features (keyed by checkpoint path, mtime and settings)")
+                            help="reuse cached encoder features (keyed by checkpoint path, mtime and settings, the split lists and the "
+                            "dates and sizes of the videos' first frame files)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -131,6 +133,8 @@ def encoder_features(args: argparse.Namespace, train: list[VideoEntry], test: li
         "view": args.modality, "net": view_backbone(args.modality, args.net), "size": view_size(args),
         "seq_len": args.seq_len, "num_seq": args.num_seq, "ds": args.ds, "l2_norm": args.l2_norm,
         "seed": args.seed, **{p.name: f"{p.resolve()}@{p.stat().st_mtime_ns}" for p in lists},
+        "frames": frames_stamp([view_dir(e.frame_dir, args.modality) for e in [*train, *test]],
+                               VIEWS[args.modality].files.name(1)),
         "embedding": "clip_embedding avg",  # caches of the former embedding (maps averaged, then normalised) miss
     }
     key = feature_cache_key(args.pretrain, settings)
@@ -210,6 +214,7 @@ def evaluate_encoder(args: argparse.Namespace, amp_dtype: torch.dtype | None = N
     out_dir = Path(args.out_dir or default_out_dir(args.pretrain, args))
     train, class_names = load_split(csv_root(args), "train", args.split)
     test, _ = load_split(csv_root(args), "test", args.split)
+    check_lists(train, test, class_names, "gallery", "frozen-encoder evaluation")
     feats = encoder_features(args, train, test, out_dir, amp_dtype)
     if not is_main_process():  # rank 0 alone writes the protocols' files
         return {}

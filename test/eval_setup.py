@@ -21,6 +21,7 @@ from utils.eval_files import VideoProbabilities, save_probabilities
 from utils.files import write_json
 from utils.layout import resolve_csv_root
 from utils.precision import amp_dtype_for, describe_amp
+from utils.split_checks import classes_without_videos, leaked_test_videos, repeated_videos
 from utils.video_data import VideoGroupDataset
 from utils.video_index import VideoEntry
 from utils.views import VIEWS
@@ -118,6 +119,17 @@ def csv_root(args: argparse.Namespace) -> Path:
         args: the parsed flags (``csv_root``, ``dataset``).
     """
     return resolve_csv_root(args.csv_root, args.dataset)
+
+
+def check_lists(train: list[VideoEntry], test: list[VideoEntry], class_names: list[str], role: str, what: str) -> None:
+    """Warn loudly about repeated rows, test videos in the train list and classes with no ``role`` video
+    (:mod:`utils.split_checks`); rank 0 only (the lists are the same on every rank)."""
+    if not is_main_process():
+        return
+    repeated_videos(train, f"{what}: the train list")
+    repeated_videos(test, f"{what}: the test list")
+    leaked_test_videos(train, test, what)
+    classes_without_videos(train, class_names, role, what)
 
 
 def view_size(args: argparse.Namespace) -> int:

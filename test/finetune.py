@@ -1,5 +1,6 @@
 """Fine-tune a pretrained CoCon/DPC encoder for action recognition, keep the best checkpoint by validation
-top-1 and test it on whole videos; or, with --test, only test a fine-tuned checkpoint.
+top-1 (the last epoch's where no validation video is left) and test it on whole videos; or, with --test, only
+test a fine-tuned checkpoint.
 
     python test/finetune.py --net resnet18 --dataset ucf101 --modality imgs --batch_size 8 --img_dim 128 \\
         --pretrain runs/<exp>/model/mode_imgs_best.pth.tar --epochs 100
@@ -64,6 +65,7 @@ from eval_setup import (  # noqa: E402
     Groups,
     add_encoder_flags,
     add_out_dir_flag,
+    check_lists,
     check_weights_finite,
     csv_root,
     data_parallel_gpus,
@@ -423,22 +425,26 @@ def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], opt
     seed_epoch(train_loader, args.seed, epoch)
     train_stats, state.iteration = train_one_epoch(model, train_loader, optimizer, epoch, args, writers["train"],
                                                    state.iteration, amp)
-    val_stats = evaluate(model, val_loader, args, amp.dtype)
-    check_finite(val_stats["loss"], f"validation loss after epoch {epoch + 1}",
-                 "the weights diverged; the previous epoch's checkpoint is kept: lower --lr and --resume from it")
+    validated = len(val_loader.dataset) > 0
+    val_stats = evaluate(model, val_loader, args, amp.dtype) if validated else None
+    if val_stats is not None:
+        check_finite(val_stats["loss"], f"validation loss after epoch {epoch + 1}",
+                     "the weights diverged; the previous epoch's checkpoint is kept: lower --lr and --resume from it")
     if writers["train"] is not None:
-        for part, stats in (("train", train_stats), ("val", val_stats)):
+        for part, stats in (("train", train_stats), ("val", val_stats or {})):
             for key, value in stats.items():
                 writers[part].add_scalar(f"epoch/{key}", value, epoch)
         writers["train"].add_scalar("epoch/lr", optimizer.param_groups[-1]["lr"], epoch)
     scheduler.step()
-    improved = val_stats["top1"] > state.best_acc
+    # Without validation videos nothing ranks the epochs: the last one is the best.
+    improved = val_stats is None or val_stats["top1"] > state.best_acc
     if improved:
-        state.best_acc, state.best_epoch = val_stats["top1"], epoch + 1
+        state.best_acc, state.best_epoch = (val_stats or {"top1": state.best_acc})["top1"], epoch + 1
     state.epoch = epoch + 1
-    log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | val loss %.3f top-1 %.1f%%%s", epoch + 1, args.epochs,
-             train_stats["loss"], 100 * train_stats["top1"], val_stats["loss"], 100 * val_stats["top1"],
-             " (best)" if improved else "")
+    val_text = (f"val loss {val_stats['loss']:.3f} top-1 {100 * val_stats['top1']:.1f}%{' (best)' if improved else ''}"
+                if val_stats is not None else "no validation videos")
+    log.info("epoch %d/%d: train loss %.3f top-1 %.1f%% | %s", epoch + 1, args.epochs, train_stats["loss"],
+             100 * train_stats["top1"], val_text)
     return {"epoch": epoch + 1, "train": train_stats, "val": val_stats, "best": bool(improved)}
 
 
@@ -446,7 +452,8 @@ def finetune_epoch(model: nn.Module, loaders: tuple[DataLoader, DataLoader], opt
 
 
 def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None, info: DistInfo | None = None) -> dict:
-    """Fine-tune, keep the best checkpoint by validation top-1, then test it on the test split.
+    """Fine-tune, keep the best checkpoint by validation top-1 (without validation videos: the last epoch's), then
+    test it on the test split.
 
     Under torchrun every process trains its share of each batch (DDP) and rank 0 alone writes the
     experiment folder; with several GPUs in one process the classifier runs under DataParallel.
@@ -464,6 +471,10 @@ def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None, inf
     train_all, class_names = load_split(root, "train", args.split)
     test_entries, _ = load_split(root, "test", args.split)
     train_entries, val_entries = holdout_split(train_all, args.val_fraction, args.seed)
+    check_lists(train_all, test_entries, class_names, "training", "fine-tuning")
+    if not val_entries:
+        log.warning("fine-tuning: no validation video (every class has a single training video, which stays in "
+                    "training): epochs are not validated and the best checkpoint is the last epoch's")
     if args.resume is None and args.pretrain is None:
         raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
     if args.keep_last < 1:

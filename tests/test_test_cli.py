@@ -398,3 +398,33 @@ def test_finetuning_resume_takes_the_runs_flags_and_refuses_an_older_checkpoint(
         finetune.resume_run_flags(_bare_args(tree, "--resume", str(model_dir), "--img_dim", "128"))
     with pytest.raises(UsageError, match="holds epoch 1, but .* holds later epochs of that run"):
         cli.main(_bare_args(tree, "--resume", str(model_dir / "mode_imgs_epoch1.pth.tar"), "--epochs", "3"))
+
+
+def test_finetuning_without_validation_videos_says_so_once_and_keeps_the_last_epoch(tree, tmp_path, caplog):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text((tree["lists"] / "classInd.txt").read_text())
+    first_of_each = [row for row in (tree["lists"] / "train_split01.csv").read_text().splitlines() if "_v0," in row]
+    (lists / "train_split01.csv").write_text("".join(f"{row}\n" for row in first_of_each))  # one video per class
+    (lists / "test_split01.csv").write_text((tree["lists"] / "test_split01.csv").read_text())
+    caplog.set_level(logging.INFO, logger="cocon.test")
+    args = _args(tree, "--modality", "imgs", "--pretrain", "random", "--epochs", "2", "--save_dir", str(tmp_path / "runs"))
+    args.csv_root = lists
+    result = cli.main(args)["finetune"]
+    assert caplog.text.count("fine-tuning: no validation video") == 1
+    assert "val loss" not in caplog.text and caplog.text.count("| no validation videos") == 2
+    best = load_checkpoint(Path(result["exp"]) / "model" / "mode_imgs_best.pth.tar")
+    assert best["epoch"] == 2 and best["best_epoch"] == 2
+    records = [json.loads(line) for line in (Path(result["exp"]) / "log.jsonl").read_text().splitlines()]
+    assert [r["val"] for r in records] == [None, None]
+
+
+def test_the_feature_cache_is_not_reused_after_the_frames_are_extracted_again(tree, tmp_path):
+    ckpt = _recorded_encoder(tmp_path / "pre" / "model" / "mode_imgs_best.pth.tar")
+    argv = ("--pretrain", str(ckpt), "--retrieval", "--out_dir", str(tmp_path / "out"))
+    assert cli.main(_bare_args(tree, *argv))["encoder"]["feature_cache"] == "miss"
+    assert cli.main(_bare_args(tree, *argv))["encoder"]["feature_cache"] == "hit"
+    frame = tree["root"] / "data" / "frame" / "red" / "red_v3" / "image_00001.jpg"
+    stat = frame.stat()
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # written again by a new extraction
+    assert cli.main(_bare_args(tree, *argv))["encoder"]["feature_cache"] == "miss"

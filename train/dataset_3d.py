@@ -14,6 +14,7 @@ from pathlib import Path
 
 from utils.distributed import once_on_main
 from utils.frame_reader import check_views_on_disk
+from utils.split_checks import repeated_videos, small_validation
 from utils.video_data import MultiViewClipDataset
 from utils.video_index import holdout_split, load_split, split_csv_path
 from utils.views import VIEWS
@@ -71,12 +72,14 @@ def build_pretrain_datasets(
         raise ValueError(f"--sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     entries, class_names = load_split(csv_root, "train", split)
     once_on_main(check_views_on_disk, entries, views, f"train split {split} of {csv_root}")  # one scan, not one per rank
+    repeated_videos(entries, str(split_csv_path(csv_root, "train", split)))
     train_entries, val_entries = holdout_split(entries, val_fraction, seed)
     if not val_entries:
         raise ValueError(
             f"--val_fraction {val_fraction} holds out no validation video from {split_csv_path(csv_root, 'train', split)}: "
             "every class has a single training video, which stays in training; add videos per class"
         )
+    small_validation(len(val_entries), "pretraining")
     sizes = view_sizes(views, img_dim)
     common = dict(views=views, sizes=sizes, num_seq=num_seq, seq_len=seq_len, ds=ds, seed=seed)
     train_ds = MultiViewClipDataset(

@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +102,25 @@ def feature_cache_key(checkpoint: str | Path, settings: Mapping[str, object]) ->
     path = Path(checkpoint)
     stamp = f"{path.resolve()}@{path.stat().st_mtime_ns}" if path.is_file() else str(checkpoint)
     return json.dumps({"checkpoint": stamp, **{k: str(v) for k, v in settings.items()}}, sort_keys=True)
+
+def frames_stamp(folders: Iterable[Path], first_file: str) -> str:
+    """A digest of each video folder's mtime and its first frame file's mtime and size: it changes when the
+    frames are extracted again (a feature cache keyed on it is not reused for other frames).
+
+    Args:
+        folders: the view folders of the videos, in list order.
+        first_file: the name of a video's first stored file of that view.
+    """
+    digest = hashlib.sha1()
+    for folder in folders:
+        for path in (Path(folder), Path(folder) / first_file):
+            try:
+                stat = path.stat()
+                digest.update(f"{path}|{stat.st_mtime_ns}|{stat.st_size}\n".encode())
+            except OSError:
+                digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
 
 def feature_cache_path(folder: str | Path, key: str) -> Path:
     """``<folder>/features_<hash of key>.npz``."""
