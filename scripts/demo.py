@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.augmentation import add_colour_jitter_flag
 from utils.cli import run_cli
-from utils.cli_options import HelpFormatter
+from utils.cli_options import HelpFormatter, add_colour_jitter_flag
 from utils.files import atomic_write, write_json
 from utils.metrics import save_figure
 

@@ -29,10 +29,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from utils import run
-from utils.augmentation import add_colour_jitter_flag
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
-from utils.cli_options import check_optimiser_flags, given_flags, track_given_flags
+from utils.cli_options import add_colour_jitter_flag, check_optimiser_flags, given_flags, track_given_flags
 from utils.distributed import (
     DistInfo,
     barrier,

@@ -62,6 +62,23 @@ def test_preprocessing_never_imports_torch():
     assert done.stdout.strip() == "[]"
 
 
+# Scripts whose --help and flag errors answer before torch is imported.
+TORCH_FREE_HELP = ("train/model_trainer.py",)
+
+
+@pytest.mark.parametrize("script", TORCH_FREE_HELP)
+def test_help_answers_before_torch_is_imported(script):
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{script!r}, '--help']\n"
+            "try:\n"
+            f"    runpy.run_path({script!r}, run_name='__main__')\n"
+            "except SystemExit as done:\n"
+            "    assert done.code == 0, done.code\n"
+            "print('torch' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith(f"usage: {Path(script).name}") and done.stderr.strip() == "False"
+
+
 def test_no_file_cites_a_spec_outside_the_repo():
     cited = []
     for folder, subfolders, files in os.walk(REPO):

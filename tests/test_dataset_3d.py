@@ -4,6 +4,7 @@ import pytest
 import torch
 from tiny_dataset import LEVEL, as_model_input, make_tiny_dataset
 
+from train import dataset_3d
 from train.dataset_3d import build_pretrain_datasets, view_sizes
 from utils.layout import resolve_csv_root, resolve_hflip
 from utils.video_index import load_split
@@ -140,3 +141,13 @@ def test_no_validation_video_is_a_clear_error(tmp_path):
     csv_root = make_tiny_dataset(tmp_path, videos_per_class=2, num_frames=14, views=("imgs",))
     with pytest.raises(ValueError, match=r"--val_fraction 0.25 .*train_split01.csv.*single training video"):
         _build(csv_root, views=["imgs"])
+
+
+def test_a_batch_larger_than_the_training_set_fails_before_the_views_are_scanned(tiny_csv_root, monkeypatch):
+    def no_scan(*_args, **_kwargs):
+        raise AssertionError("the views on disk were scanned before the batch size was checked")
+
+    monkeypatch.setattr(dataset_3d, "check_views_on_disk", no_scan)
+    with pytest.raises(ValueError, match=r"--batch_size: 64 clips per step exceed the \d+ training videos of "
+                                         r".*train_split01.csv \(\d+ more are held out for validation\)"):
+        build_pretrain_datasets(tiny_csv_root, 1, VIEWS, 64, N, SL, DS, False, "dynamic", 0.25, seed=3, clips_per_step=64)

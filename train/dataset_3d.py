@@ -12,14 +12,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from train.pretrain_flags import SAMPLING_MODES
 from utils.distributed import once_on_main
 from utils.frame_reader import check_views_on_disk
 from utils.split_checks import repeated_videos, small_validation
 from utils.video_data import MultiViewClipDataset
 from utils.video_index import holdout_split, load_split, split_csv_path
 from utils.views import VIEWS
-
-SAMPLING_MODES = ("dynamic", "center")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ def build_pretrain_datasets(
     val_fraction: float,
     seed: int,
     colour_jitter: str = "frame",
+    clips_per_step: int = 1,
 ) -> tuple[MultiViewClipDataset, MultiViewClipDataset, list[str]]:
     """Training and held-out validation clips of the train list of ``split``.
 
@@ -59,26 +59,32 @@ def build_pretrain_datasets(
         val_fraction: share of each class's training videos held out for validation.
         seed: seed of the hold-out split and of the augmentation draws.
         colour_jitter: RGB photometrics drawn per ``"frame"`` or per ``"clip"`` in training.
+        clips_per_step: training clips of one step over every GPU and process; more than the training videos
+            is refused from the list alone, before the views on disk are scanned.
 
     Returns:
         ``(train_ds, val_ds, class_names)``; validation clips are the middle clip, centre-cropped.
 
     Raises:
-        ValueError: an unknown ``sampling``, or no video left for validation (every class has a
-            single training video).
+        ValueError: an unknown ``sampling``, no video left for validation (every class has a
+            single training video), or fewer training videos than ``clips_per_step``.
         FileNotFoundError: a missing split list or class index, or a view missing on disk.
     """
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"--sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     entries, class_names = load_split(csv_root, "train", split)
-    once_on_main(check_views_on_disk, entries, views, f"train split {split} of {csv_root}")  # one scan, not one per rank
-    repeated_videos(entries, str(split_csv_path(csv_root, "train", split)))
+    train_list = split_csv_path(csv_root, "train", split)
+    repeated_videos(entries, str(train_list))
     train_entries, val_entries = holdout_split(entries, val_fraction, seed)
     if not val_entries:
         raise ValueError(
-            f"--val_fraction {val_fraction} holds out no validation video from {split_csv_path(csv_root, 'train', split)}: "
+            f"--val_fraction {val_fraction} holds out no validation video from {train_list}: "
             "every class has a single training video, which stays in training; add videos per class"
         )
+    if clips_per_step > len(train_entries):
+        raise ValueError(f"--batch_size: {clips_per_step} clips per step exceed the {len(train_entries)} training videos "
+                         f"of {train_list} ({len(val_entries)} more are held out for validation); lower --batch_size")
+    once_on_main(check_views_on_disk, entries, views, f"train split {split} of {csv_root}")  # one scan, not one per rank
     small_validation(len(val_entries), "pretraining")
     sizes = view_sizes(views, img_dim)
     common = dict(views=views, sizes=sizes, num_seq=num_seq, seq_len=seq_len, ds=ds, seed=seed)

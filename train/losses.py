@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from utils.cli_options import TEMP_DIVISIONS
 from utils.embedding import l2_normalize, pool_maps
-
-TEMP_DIVISIONS = ("twice", "once")
 
 
 def cpc_temperature(temp: float, l2_norm: bool, division: str = "twice") -> float:

@@ -25,12 +25,18 @@ and the mutual information between the views' k-means clusterings.
 The pieces: ``train/pretrain_flags.py`` (flags and their checks), ``train/pretrain_run.py`` (experiment folder,
 save and resume), ``train/pretrain_loop.py`` (the training and validation passes), ``train/probe.py``.
 """
+# ruff: noqa: E402 (the flags are parsed before torch is imported)
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
 import time
+
+from train.pretrain_flags import check_args, get_args_parser
+
+if __name__ == "__main__":  # --help and a bad flag answer at once, not after torch's import (minutes under load)
+    get_args_parser().parse_args()
 
 import torch
 from torch import nn
@@ -40,7 +46,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from train.dataset_3d import build_pretrain_datasets
 from train.losses import CoConLossConfig, cpc_temperature
 from train.model_3d import DPCRNN
-from train.pretrain_flags import check_args, get_args_parser
 from train.pretrain_loop import RunContext, evaluate, train_one_epoch
 from train.pretrain_run import TrainState, experiment_dir, open_experiment, resume_flags, resume_training, save_checkpoints
 from train.probe import probe
@@ -203,7 +208,7 @@ def _run(args: argparse.Namespace, info: DistInfo) -> dict:
     csv_root = resolve_csv_root(args.csv_root, args.dataset)
     train_ds, val_ds, class_names = build_pretrain_datasets(
         csv_root, args.split, views, args.img_dim, args.num_seq, args.seq_len, args.ds, hflip, args.sampling, args.val_fraction, args.seed,
-        args.colour_jitter,
+        args.colour_jitter, clips_per_step=args.batch_size * n_gpu * info.world_size,
     )
     log.info("hflip %s; batch %d per GPU × %d GPU(s) × %d process(es) = %d clips per step (× grad_accum %d); %s",
              hflip, args.batch_size, n_gpu, info.world_size, args.batch_size * n_gpu * info.world_size, args.grad_accum,

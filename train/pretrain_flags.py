@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import argparse
 
-from train.dataset_3d import SAMPLING_MODES
-from train.losses import TEMP_DIVISIONS
-from utils.augmentation import add_colour_jitter_flag
-from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, check_optimiser_flags, track_given_flags
-from utils.embedding import POOL_MODES
+from utils.cli_options import (
+    POOL_MODES,
+    TEMP_DIVISIONS,
+    HelpFormatter,
+    add_colour_jitter_flag,
+    add_gpu_flag,
+    canonical_dataset,
+    check_optimiser_flags,
+    track_given_flags,
+)
 from utils.layout import REPO_ROOT
 from utils.views import VIEWS, parse_views
 
+SAMPLING_MODES = ("dynamic", "center")  # random clip start, or the middle clip
 DEBUG_BATCHES = 3  # batches per epoch (train and validation) under --debug
 DESCRIPTION = ("CoCon pretraining: one DPC-RNN encoder per view, trained with CPC and the cross-view sync and\n"
                "cooperative losses (see train/losses.py). The same script runs on one CPU, on several GPUs and under torchrun.")

@@ -13,7 +13,6 @@ by its colours alone, which CPC's "which clip" half then learns instead of the c
 """
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,12 +21,12 @@ import cv2
 import numpy as np
 import torch
 
+from utils.cli_options import COLOUR_JITTER_MODES
 from utils.layout import FLOW_ZERO, negate_encoded_flow
 from utils.views import VIEWS, View
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-COLOUR_JITTER_MODES = ("frame", "clip")
 
 
 @dataclass(frozen=True)
@@ -322,14 +321,6 @@ def apply_colour_transform_uint8(
     """
     t, h, w, _ = clip.shape
     return cv2.transform(np.ascontiguousarray(clip).reshape(t * h, w, 3), _affine_uint8(matrix, offset, bgr)).reshape(t, h, w, 3)
-
-
-def add_colour_jitter_flag(group: argparse._ActionsContainer) -> None:
-    """``--colour_jitter``, shared by pretraining and fine-tuning."""
-    group.add_argument("--colour_jitter", default="frame", choices=COLOUR_JITTER_MODES,
-                       help="RGB colour jitter and grayscale drawn afresh for every frame (the original DPC/CoCon "
-                            "augmentation) or once per clip (a clip's colours then tell it apart from the others in a "
-                            "batch, a shortcut for CPC)")
 
 
 def jitter_colours_uint8(clip: np.ndarray, rng: np.random.Generator, colour_jitter: str = "frame", bgr: bool = False) -> np.ndarray:

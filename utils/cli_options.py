@@ -8,6 +8,8 @@
   visible CUDA devices, so their command lines keep working.
 - :func:`track_given_flags` / :func:`given_flags`: which flags a command line named, so a resumed run can tell
   ``--ds 3`` typed from the default 3.
+- the choices of flags whose code needs torch (:data:`COLOUR_JITTER_MODES`, :data:`POOL_MODES`,
+  :data:`TEMP_DIVISIONS`), so that parsers, and with them every ``--help``, answer before torch is imported.
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import argparse
 import copy
 import os
 import sys
+
+COLOUR_JITTER_MODES = ("frame", "clip")  # utils.augmentation: RGB jitter drawn per frame or per clip
+POOL_MODES = ("original", "avg", "max")  # utils.embedding.pool_maps
+TEMP_DIVISIONS = ("twice", "once")  # train.losses.cpc_temperature
 
 # The original CoCon and DPC name datasets these ways; the split lists live under the canonical name.
 DATASET_ALIASES = {"hmdb": "hmdb51", "kinetics": "kinetics400", "k400": "kinetics400", "ucf": "ucf101"}
@@ -57,6 +63,14 @@ def check_optimiser_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if not args.wd >= 0:
         raise ValueError(f"--wd must be >= 0, got {args.wd}")
+
+
+def add_colour_jitter_flag(group: argparse._ActionsContainer) -> None:
+    """``--colour_jitter``, shared by pretraining and fine-tuning."""
+    group.add_argument("--colour_jitter", default="frame", choices=COLOUR_JITTER_MODES,
+                       help="RGB colour jitter and grayscale drawn afresh for every frame (the original DPC/CoCon "
+                            "augmentation) or once per clip (a clip's colours then tell it apart from the others in a "
+                            "batch, a shortcut for CPC)")
 
 
 def gpu_list(spec: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POOL_MODES = ("original", "avg", "max")
+from utils.cli_options import POOL_MODES
+
 L2_EPS = 1e-5
 
 

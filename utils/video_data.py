@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.augmentation import (
-    COLOUR_JITTER_MODES,
     ClipGeometry,
     augment_uint8,
     center_square,
@@ -30,6 +29,7 @@ from utils.augmentation import (
     random_sized_crop,
     to_blocks_uint8,
 )
+from utils.cli_options import COLOUR_JITTER_MODES
 from utils.clip_sampling import check_clip_length, clip_indices, video_group_indices
 from utils.distributed import local_world_size
 from utils.frame_reader import (

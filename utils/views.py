@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backbone.select_backbone import BACKBONES
 from utils.keypoints import FLIP_PERMUTATION
 from utils.layout import (
     FARNE_TREE,
@@ -90,6 +89,7 @@ def parse_views(spec: str, flag: str = "--modalities") -> list[str]:
 
 def view_backbone(view: str, net: str) -> str:
     """Backbone of ``view`` when RGB uses ``net``: only RGB may be deeper than resnet18."""
+    from backbone.select_backbone import BACKBONES  # here, not above: parsers import this module before torch
     if view == "imgs" or net not in BACKBONES:
         return net
     return min(net, "resnet18", key=BACKBONES.index)  # BACKBONES is in depth order
