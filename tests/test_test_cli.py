@@ -30,7 +30,6 @@ classifier = load_script("action_classifier")
 classifier_test = load_script("classifier_test")
 finetune = load_script("finetune")
 eval_frozen = load_script("eval_frozen")
-settings = load_script("checkpoint_settings")
 
 
 def _write_video(root: Path, name: str, video: str, c: int, rng: np.random.Generator) -> Path:
@@ -356,6 +355,7 @@ def test_evaluation_takes_the_model_flags_left_out_from_the_pretrain_checkpoint(
 
 
 def test_a_model_flag_contradicting_the_checkpoint_is_refused_and_clip_flags_are_logged(tree, tmp_path, caplog):
+    settings = load_script("checkpoint_settings")
     ckpt = _recorded_encoder(tmp_path / "pre" / "model" / "mode_imgs_best.pth.tar")
     for flag, value in (("--img_dim", "128"), ("--net", "resnet18"), ("--seq_len", "5"), ("--no-l2_norm", None)):
         args = _bare_args(tree, "--pretrain", str(ckpt), "--retrieval", *[a for a in (flag, value) if a])

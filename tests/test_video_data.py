@@ -7,8 +7,8 @@ import pytest
 import torch
 from tiny_dataset import as_model_input, write_view_frame
 
-from utils import frame_reader
-from utils.clip_sampling import clip_indices, clip_stride, video_group_indices
+from utils import clip_sampling, frame_reader
+from utils.clip_sampling import clip_indices, video_group_indices
 from utils.frame_reader import FrameReader, check_views_on_disk
 from utils.layout import FLOW_X, FLOW_Y, FRAMES, HEATMAPS, SEGMASKS, read_class_index
 from utils.video_data import MultiViewClipDataset, VideoGroupDataset
@@ -135,7 +135,7 @@ def test_training_clips_and_test_groups_read_a_short_video_at_the_same_stride(nu
     """4 blocks of 5 frames at --ds 3 need 58 frames; a shorter video is read at the largest stride that fits."""
     clip = clip_indices(num_frames, 4, 5, 3).reshape(-1)
     groups = video_group_indices(num_frames, 4, 5, 3)
-    expected = clip_stride(num_frames, 4, 5, 3)
+    expected = clip_sampling.clip_stride(num_frames, 4, 5, 3)
     assert expected == (3 if num_frames >= 58 else 2 if num_frames >= 39 else 1)
     assert set(np.diff(clip)) == {expected}
     assert all(set(np.diff(g.reshape(-1))) == {expected} for g in groups)  # no frame repeated, no other stride
