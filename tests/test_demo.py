@@ -19,9 +19,10 @@ def test_results_table_mean_and_spread_over_seeds(tmp_path):
     assert demo.fmt([42.0]) == "42.0" and demo.fmt(None) == "–"
     args = demo.get_args_parser().parse_args(["--seeds", "0", "1"])
     markdown = demo.markdown_table(table, args)
-    # columns: frozen kNN R@1, linear probe, fine-tuned top-1; rows without results are left out
-    assert "| random init | 1 | – | 30.0 ± 14.1 | – | 15.0 ± 7.1 |" in markdown
-    assert "| CoCon ensemble | 3 | synthetic | – | – | 75.0 ± 7.1 |" in markdown  # 3 views by default
+    # columns: frozen kNN R@1, linear probe, fine-tuned top-1, which clip, which moment; rows without results
+    # are left out
+    assert "| random init | 1 | – | 30.0 ± 14.1 | – | 15.0 ± 7.1 | – | – |" in markdown
+    assert "| CoCon ensemble | 3 | synthetic | – | – | 75.0 ± 7.1 | – | – |" in markdown  # 3 views by default
     assert "| DPC |" not in markdown
     assert "flow view: dis optical flow" in markdown and "(mean ± std)" in markdown
     chart = demo.bar_chart(table, tmp_path / "results.png", "test", chance=10)
@@ -47,3 +48,18 @@ def test_learning_curves_read_the_runs_logs(tmp_path):
     assert demo.read_jsonl(ft / "log.jsonl")[0]["val"]["top1"] == 0.3
     figure = demo.learning_curves(tmp_path, [0], tmp_path / "curves.png")
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_block_motion_and_pixel_change():
+    keypoints = np.zeros((8, 17, 3), np.float32)
+    keypoints[:, 9, 0] = np.arange(8) / 64  # one joint moving 1 px per frame at a 64-px input
+    blocks = np.arange(1, 9).reshape(2, 4)  # 1-based frame indices, 2 blocks of 4
+    poses = demo.block_poses(keypoints, blocks, 64)
+    assert poses.shape == (2, 17, 2) and np.allclose(poses[1, 9] - poses[0, 9], [4, 0])
+    still = np.full((2, 1, 1, 2, 2), 100, np.uint8)
+    moving = still.copy()
+    moving[1] = 151  # the second block 51/255 = 0.2 brighter
+    within, across = demo.pixel_change([still, moving, still], [0, 0, 1])
+    assert abs(within - 0.2 / 3) < 1e-6  # one of three clips changes by 0.2
+    assert abs(across - 0.1) < 1e-6  # one pair of scene 0, one block of two differing by 0.2
+    assert np.isnan(demo.pixel_change([still], [-1])[1])

@@ -4,7 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.diagnostics import block_similarities, cpc_parts, similarity_agreement, term_gradient_norms
+from train.diagnostics import (
+    block_similarities,
+    cpc_parts,
+    heldout_cpc_parts,
+    similarity_agreement,
+    term_gradient_norms,
+)
 from train.losses import CoConLossConfig, cocon_terms
 
 
@@ -70,3 +76,42 @@ def test_cpc_parts_tells_which_clip_from_which_moment():
     swapped = feature[:, -p:].flip(1).clone()  # the right clip, the other moment
     parts = cpc_parts({"imgs": (swapped, feature)}, 0.07)
     assert parts == {"cpc_clip_top1/imgs": 1.0, "cpc_moment_top1/imgs": 0.0}
+
+
+def test_cpc_parts_on_a_map_tells_moment_from_place():
+    torch.manual_seed(0)
+    b, n, p, d, s = 4, 5, 2, 32, 2
+    places = F.normalize(torch.randn(1, 1, d, s, s), dim=2)  # where in the frame: shared by every clip
+    looks = F.normalize(torch.randn(b, 1, d, 1, 1), dim=2)
+    moments = 0.05 * torch.randn(b, n, d, 1, 1)
+    feature = F.normalize(places + looks + moments, dim=2)
+    exact = cpc_parts({"imgs": (feature[:, -p:].clone(), feature)}, 0.07)
+    assert exact == {"cpc_clip_top1/imgs": 1.0, "cpc_moment_top1/imgs": 1.0, "cpc_place_top1/imgs": 1.0}
+    swapped = feature[:, -p:].flip(1).clone()  # right clip and place, the other moment
+    assert cpc_parts({"imgs": (swapped, feature)}, 0.07) == {
+        "cpc_clip_top1/imgs": 1.0, "cpc_moment_top1/imgs": 0.0, "cpc_place_top1/imgs": 1.0}
+    shifted = feature[:, -p:].roll(1, dims=-1).clone()  # right clip and moment, the neighbouring place
+    assert cpc_parts({"imgs": (shifted, feature)}, 0.07)["cpc_place_top1/imgs"] == 0.0
+
+
+class _Echo(nn.Module):
+    """A 'model' whose features are its input and whose predictions are the true future (or swapped)."""
+
+    def __init__(self, swap: bool) -> None:
+        super().__init__()
+        self.swap = swap
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        future = x[:, -2:].clone()
+        return (future.flip(1) if self.swap else future), x
+
+
+def test_heldout_cpc_parts_weights_batches_by_their_predictions():
+    torch.manual_seed(1)
+    # each clip: one look, slightly different moments
+    batches = [F.normalize(torch.randn(b, 1, 8, 1, 1) + 0.05 * torch.randn(b, 5, 8, 1, 1), dim=2) for b in (4, 2)]
+    right = heldout_cpc_parts(_Echo(swap=False), "imgs", batches)
+    assert right["cpc_clip_top1/imgs"] == 1.0 and right["cpc_moment_top1/imgs"] == 1.0
+    assert right["cpc_clip_n/imgs"] == right["cpc_moment_n/imgs"] == 12  # (4 + 2) clips x 2 steps
+    swapped = heldout_cpc_parts(_Echo(swap=True), "imgs", batches)
+    assert swapped["cpc_moment_top1/imgs"] == 0.0 and swapped["cpc_clip_top1/imgs"] == 1.0
