@@ -9,14 +9,18 @@ pretrained keys load; ``final_bn`` and ``final_fc`` are DPC's names for the head
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from train.model_3d import ClipEncoder
 
-TRAIN_WHAT = ("all", "ft", "last")
-GRU_INPUTS = ("maps", "relu_l2")
+if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
+    sys.path.append(str(Path(__file__).resolve().parent))
+from eval_flags import GRU_INPUTS, TRAIN_WHAT  # noqa: E402
 
 
 class ActionClassifier(ClipEncoder):

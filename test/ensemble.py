@@ -8,11 +8,28 @@ outputs: <out_dir>/ensemble_results.json, probs_<views>.npz, ensemble_confusion.
 --out_dir defaults to ensemble_<views>/ beside the folder of the first file, views taken in the order imgs,
 flow, farne, kphm, seg whatever the flag order.
 """
+# ruff: noqa: E402 (the flags are parsed before torch is imported)
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
+    sys.path.append(str(Path(__file__).resolve().parent))
+from eval_flags import ensemble_parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every flag of the view ensemble, grouped."""
+    return ensemble_parser(__doc__)
+
+
+if __name__ == "__main__":  # --help and a bad flag answer before torch is imported
+    get_args_parser().parse_args()
+
+
+from eval_setup import report, start
 
 from utils.classification_report import classification_metrics
 from utils.cli import run_cli
@@ -20,27 +37,6 @@ from utils.distributed import cleanup, is_main_process
 from utils.ensemble import ensemble_probabilities, parse_ensemble_weights
 from utils.eval_files import load_probabilities
 from utils.views import VIEWS
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
-    sys.path.append(str(Path(__file__).resolve().parent))
-from eval_setup import Groups, add_out_dir_flag, new_parser, report, start  # noqa: E402
-
-
-def add_flags(groups: Groups) -> None:
-    """The probability files and their weights."""
-    evaluation = groups["evaluation"]
-    for name in VIEWS:
-        evaluation.add_argument(f"--prob_{name}", type=Path, default=None, help=f"probability file of the {name} view")
-    evaluation.add_argument("--ensemble_weights", default=None,
-                            help="view=weight list, e.g. imgs=2,flow=2,seg=1,kphm=1 (those are the defaults)")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Every flag of the view ensemble, grouped."""
-    parser, groups = new_parser(__doc__)
-    add_flags(groups)
-    add_out_dir_flag(groups)
-    return parser
 
 
 def run_ensemble(args: argparse.Namespace) -> dict:

@@ -9,21 +9,47 @@ blocks, averaged over the groups. outputs: <out_dir>/features_<hash>.npz (cache)
 linear_probe.json, tsne.png, nearest_neighbours.png; --out_dir defaults to
 <exp>/eval/<checkpoint name>_<dataset>_split<NN>/ next to the checkpoint.
 """
+# ruff: noqa: E402 (the flags are parsed before torch is imported)
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
+    sys.path.append(str(Path(__file__).resolve().parent))
+from eval_flags import frozen_parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every flag of the frozen-encoder evaluation, grouped."""
+    return frozen_parser(__doc__)
+
+
+if __name__ == "__main__":  # --help and a bad flag answer before torch is imported
+    get_args_parser().parse_args()
+
+import time
 
 import numpy as np
 import torch
+from checkpoint_settings import adopt_checkpoint_settings
+from eval_setup import (
+    check_lists,
+    csv_root,
+    default_out_dir,
+    group_loader,
+    log,
+    precision,
+    pretrain_running_stats,
+    start,
+    view_size,
+)
 
 from train.model_3d import DPCRNN
 from utils import whole_video
 from utils.checkpoint import load_pretrained
 from utils.cli import run_cli
-from utils.cli_options import track_given_flags
 from utils.distributed import cleanup, gather_objects, is_main_process, shard
 from utils.errors import UsageError
 from utils.eval_figures import nearest_neighbour_figure, tsne_figure
@@ -34,54 +60,7 @@ from utils.retrieval import center_normalize, linear_probe, rank_gallery, recall
 from utils.video_index import VideoEntry, load_split, split_csv_path
 from utils.views import VIEWS, view_backbone, view_dir
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
-    sys.path.append(str(Path(__file__).resolve().parent))
-from checkpoint_settings import adopt_checkpoint_settings  # noqa: E402
-from eval_setup import (  # noqa: E402
-    Groups,
-    add_encoder_flags,
-    add_out_dir_flag,
-    check_lists,
-    csv_root,
-    default_out_dir,
-    group_loader,
-    log,
-    new_parser,
-    precision,
-    pretrain_running_stats,
-    start,
-    view_size,
-)
-
 PROTOCOLS = ("retrieval", "linear_probe", "qualitative")
-
-
-def add_flags(groups: Groups) -> None:
-    """The frozen-encoder protocols and their settings."""
-    groups["model"].add_argument("--l2_norm", action=argparse.BooleanOptionalAction, default=True,
-                                 help="the encoder L2-normalises its block maps, as pretraining with --l2_norm did")
-    evaluation = groups["evaluation"]
-    evaluation.add_argument("--retrieval", action=argparse.BooleanOptionalAction, default=False,
-                            help="recall@k of test videos against train videos with the frozen --pretrain encoder")
-    evaluation.add_argument("--recall_k", default="1,5,10,20,50", help="comma-separated k of recall@k")
-    evaluation.add_argument("--linear_probe", action=argparse.BooleanOptionalAction, default=False,
-                            help="logistic regression on frozen --pretrain features; test top-1")
-    evaluation.add_argument("--qualitative", action=argparse.BooleanOptionalAction, default=False,
-                            help="t-SNE and nearest-neighbour PNGs of the frozen --pretrain encoder")
-    evaluation.add_argument("--nn_queries", type=int, default=8, help="query rows of the nearest-neighbour image")
-    evaluation.add_argument("--nn_k", type=int, default=5, help="retrieved videos per row")
-    evaluation.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                            help="reuse cached encoder features (keyed by checkpoint path, mtime and settings, the split lists and the "
-                            "dates and sizes of the videos' first frame files)")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Every flag of the frozen-encoder evaluation, grouped."""
-    parser, groups = new_parser(__doc__)
-    add_encoder_flags(groups)
-    add_flags(groups)
-    add_out_dir_flag(groups)
-    return track_given_flags(parser)  # a flag left out takes the --pretrain checkpoint's value
 
 
 def requested(args: argparse.Namespace) -> bool:

@@ -1,5 +1,5 @@
-"""What the evaluation scripts of test/ set up alike: their flags (each defined once, so test/test.py
-offers every script's flags under the same names), the settings derived from them, the whole-video
+"""What the evaluation scripts of test/ set up alike once their flags are parsed (the flags are in
+eval_flags.py, without torch): the settings derived from them, the checks of their lists, the whole-video
 loader and the report of class probabilities.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from utils.checkpoint import has_running_stats
 from utils.classification_report import write_classification_report
-from utils.cli_options import HelpFormatter, add_gpu_flag, canonical_dataset, default_num_workers, select_gpus
+from utils.cli_options import default_num_workers, select_gpus
 from utils.distributed import DistInfo, init_distributed, is_main_process, local_world_size
 from utils.errors import check_finite
 from utils.eval_files import VideoProbabilities, save_probabilities
@@ -27,58 +27,6 @@ from utils.video_index import VideoEntry
 from utils.views import VIEWS
 
 log = logging.getLogger("cocon.test")
-
-# Help sections in this order; a script shows those it fills.
-GROUPS = ("model", "data", "fine-tuning", "evaluation", "output", "hardware")
-Groups = dict[str, argparse._ArgumentGroup]
-
-
-def new_parser(description: str, epilog: str | None = None) -> tuple[argparse.ArgumentParser, Groups]:
-    """An evaluation script's parser and its help sections (:data:`GROUPS`)."""
-    parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
-    return parser, {title: parser.add_argument_group(title) for title in GROUPS}
-
-
-def add_encoder_flags(groups: Groups) -> None:
-    """The flags of every script that builds an encoder of one view and reads the split lists."""
-    model = groups["model"]
-    model.add_argument("--net", default="resnet18", help="backbone of the imgs view (other views use at most resnet18)")
-    model.add_argument("--modality", default="imgs", choices=sorted(VIEWS), help="the view to fine-tune or evaluate")
-    model.add_argument("--img_dim", type=int, default=128, help="RGB input side; other views use their own size")
-    model.add_argument("--seq_len", type=int, default=5, help="frames per block")
-    model.add_argument("--num_seq", type=int, default=8, help="blocks per clip (and per test group)")
-    model.add_argument("--ds", type=int, default=3, help="frame stride")
-    model.add_argument("--pretrain", default=None, help="encoder checkpoint to start from, or 'random'")
-
-    data = groups["data"]
-    data.add_argument("--dataset", default="ucf101", type=canonical_dataset,
-                      help="dataset name; its lists are in <csv_root> (the original code's hmdb and kinetics mean "
-                      "hmdb51 and kinetics400)")
-    data.add_argument("--csv_root", type=Path, default=None,
-                      help="folder of classInd.txt and the split csv files (default: process_data/data/<dataset>)")
-    data.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="split number of the train/test lists")
-    data.add_argument("--num_workers", type=int, default=None,
-                      help="data loading processes (default: 4 per GPU this process drives, at most its share of the CPUs)")
-    data.add_argument("--batch_size", type=int, default=8,
-                      help="clips per step (and test groups per forward); per process under torchrun")
-    data.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and the val split")
-
-    hardware = groups["hardware"]
-    # No CUDA call here: --gpu must set CUDA_VISIBLE_DEVICES before anything initialises CUDA.
-    hardware.add_argument("--device", default=None,
-                          help="torch device (default: cuda:<LOCAL_RANK> under torchrun, cuda where a GPU is visible, else cpu)")
-    add_gpu_flag(hardware)
-    hardware.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                          help="mixed precision with channels-last 3-D convolutions: bf16 on a CPU with native bf16 "
-                          "(AVX512-BF16/AMX; float32 with a warning otherwise), on CUDA bf16 where supported, else "
-                          "fp16 with a grad scaler; losses and probabilities stay float32")
-
-
-def add_out_dir_flag(groups: Groups) -> None:
-    """``--out_dir``, the folder of every evaluation's files."""
-    groups["output"].add_argument("--out_dir", type=Path, default=None,
-                                  help="evaluation output folder (default: see above)")
-
 
 def start(args: argparse.Namespace) -> DistInfo:
     """Pick the GPUs (before CUDA starts), join torchrun's process group if launched by it, resolve the

@@ -11,19 +11,49 @@ img/ TensorBoard logs (train/, val/); args.json (args_resume<N>.json for a resum
 checkpoint in <exp>/eval/mode_<view>_best_<dataset>_split<NN>/ (test_results.json, probs_<view>.npz,
 test_confusion.png, test_per_class.{md,csv}).
 """
+# ruff: noqa: E402 (the flags are parsed before torch is imported)
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
+    sys.path.append(str(Path(__file__).resolve().parent))
+from eval_flags import finetune_parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every flag of fine-tuning and testing, grouped."""
+    return finetune_parser(__doc__)
+
+
+if __name__ == "__main__":  # --help and a bad flag answer before torch is imported
+    get_args_parser().parse_args()
+
 import contextlib
 import dataclasses
 import hashlib
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from action_classifier import parameter_groups, set_trainable
+from checkpoint_settings import adopt_checkpoint_settings
+from classifier_test import build_classifier, test_checkpoint, test_classifier
+from eval_setup import (
+    check_lists,
+    check_weights_finite,
+    csv_root,
+    data_parallel_gpus,
+    default_out_dir,
+    log,
+    precision,
+    pretrain_running_stats,
+    start,
+    view_size,
+)
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -31,7 +61,7 @@ from tqdm import tqdm
 from utils import run
 from utils.checkpoint import CheckpointError, load_pretrained
 from utils.cli import run_cli
-from utils.cli_options import add_colour_jitter_flag, check_optimiser_flags, given_flags, track_given_flags
+from utils.cli_options import check_optimiser_flags, given_flags
 from utils.distributed import (
     DistInfo,
     barrier,
@@ -48,80 +78,12 @@ from utils.distributed import (
 )
 from utils.errors import UsageError, check_finite
 from utils.files import append_jsonl
-from utils.layout import REPO_ROOT, resolve_hflip
+from utils.layout import resolve_hflip
 from utils.metrics import AverageMeter, topk_accuracy
 from utils.precision import grad_scaler, to_channels_last
 from utils.video_data import MultiViewClipDataset, fill_frame_caches
 from utils.video_index import VideoEntry, holdout_split, load_split
 from utils.views import view_backbone
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
-    sys.path.append(str(Path(__file__).resolve().parent))
-from action_classifier import GRU_INPUTS, TRAIN_WHAT, parameter_groups, set_trainable  # noqa: E402
-from checkpoint_settings import adopt_checkpoint_settings  # noqa: E402
-from classifier_test import build_classifier, test_checkpoint, test_classifier  # noqa: E402
-from eval_setup import (  # noqa: E402
-    Groups,
-    add_encoder_flags,
-    add_out_dir_flag,
-    check_lists,
-    check_weights_finite,
-    csv_root,
-    data_parallel_gpus,
-    default_out_dir,
-    log,
-    new_parser,
-    precision,
-    pretrain_running_stats,
-    start,
-    view_size,
-)
-
-
-def add_flags(groups: Groups) -> None:
-    """The flags of fine-tuning and of ``--test``."""
-    groups["model"].add_argument("--dropout", type=float, default=0.5, help="dropout before the linear layer")
-    groups["model"].add_argument("--gru_input", default="maps", choices=GRU_INPUTS,
-                                 help="what the classifier's GRU reads: the backbone's time-pooled maps as they are "
-                                      "(maps, the original's) or their ReLU, L2-normalised (relu_l2, a variant)")
-    data = groups["data"]
-    data.add_argument("--val_fraction", type=float, default=0.1,
-                      help="share of each class of the train split held out for validation")
-    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
-                      help="horizontal-flip augmentation (default: off for synthetic, whose classes are mirror pairs)")
-    add_colour_jitter_flag(data)
-    data.add_argument("--cache_frames", action=argparse.BooleanOptionalAction, default=False,
-                      help="decode every frame once into memory before fine-tuning (small datasets): later epochs never read "
-                           "the disk; the memory needed is logged and checked first (one copy shared by the workers, one per "
-                           "process under torchrun)")
-    optim = groups["fine-tuning"]
-    optim.add_argument("--train_what", default="all", choices=TRAIN_WHAT,
-                       help="all: everything at --lr; ft: backbone at --lr/10; last: head only (frozen encoder)")
-    optim.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    optim.add_argument("--wd", type=float, default=1e-3, help="Adam weight decay")
-    optim.add_argument("--epochs", type=int, default=100, help="epochs to train")
-    optim.add_argument("--schedule", default=None,
-                       help="comma-separated epochs where the lr is multiplied by 0.1 "
-                       "(default 50,70,90; 60,120,180 when --img_dim >= 224)")
-    optim.add_argument("--resume", type=Path, default=None,
-                       help="fine-tuning run to continue: its model/ folder (newest epoch) or one of its checkpoints")
-    optim.add_argument("--keep_last", type=int, default=1, help="epoch checkpoints kept (besides the best one)")
-    groups["evaluation"].add_argument("--test", type=Path, default=None,
-                                      help="test this fine-tuned classifier checkpoint")
-    output = groups["output"]
-    output.add_argument("--save_dir", type=Path, default=REPO_ROOT / "runs", help="root of fine-tuning experiments")
-    output.add_argument("--prefix", default="", help="prefix of the experiment folder name")
-    output.add_argument("--print_freq", type=int, default=10, help="iterations between TensorBoard loss points")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Every flag of fine-tuning and testing, grouped."""
-    parser, groups = new_parser(__doc__)
-    add_encoder_flags(groups)
-    add_flags(groups)
-    add_out_dir_flag(groups)
-    return track_given_flags(parser)  # a flag left out takes the checkpoint's or the resumed run's value
-
 
 # ---------------------------------------------------------------- settings
 

@@ -11,23 +11,16 @@ This script takes the flags of all three protocols and hands them to the one the
 is also a script of its own with only its flags: test/finetune.py (fine-tune and test, or --test),
 test/ensemble.py and test/eval_frozen.py.
 """
+# ruff: noqa: E402 (the flags are parsed before torch is imported)
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import run_cli
-from utils.cli_options import track_given_flags
-from utils.distributed import cleanup, is_main_process
-
 if str(Path(__file__).resolve().parent) not in sys.path:  # siblings import alike however this file is loaded
     sys.path.append(str(Path(__file__).resolve().parent))
-import ensemble  # noqa: E402
-import eval_frozen  # noqa: E402
-import finetune  # noqa: E402
-from classifier_test import test_checkpoint  # noqa: E402
-from eval_setup import add_encoder_flags, add_out_dir_flag, new_parser, precision, start  # noqa: E402
+from eval_flags import test_parser
 
 EPILOG = """\
 modes:
@@ -57,15 +50,20 @@ outputs:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The flags of every mode (fine-tune, test, ensemble, frozen-encoder evaluation), grouped."""
-    parser, groups = new_parser(__doc__, EPILOG)
-    add_encoder_flags(groups)
-    finetune.add_flags(groups)
-    groups["evaluation"].add_argument("--ensemble", type=int, default=0, choices=(0, 1),
-                                      help="1: fuse the --prob_<view> files")
-    ensemble.add_flags(groups)
-    eval_frozen.add_flags(groups)
-    add_out_dir_flag(groups)
-    return track_given_flags(parser)  # a flag left out takes the checkpoint's or the resumed run's value
+    return test_parser(__doc__, EPILOG)
+
+
+if __name__ == "__main__":  # --help and a bad flag answer before torch is imported
+    get_args_parser().parse_args()
+
+import ensemble
+import eval_frozen
+import finetune
+from classifier_test import test_checkpoint
+from eval_setup import precision, start
+
+from utils.cli import run_cli
+from utils.distributed import cleanup, is_main_process
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -63,7 +63,7 @@ def test_preprocessing_never_imports_torch():
 
 
 # Scripts whose --help and flag errors answer before torch is imported.
-TORCH_FREE_HELP = ("train/model_trainer.py",)
+TORCH_FREE_HELP = ("train/model_trainer.py", "test/test.py", "test/finetune.py", "test/eval_frozen.py", "test/ensemble.py")
 
 
 @pytest.mark.parametrize("script", TORCH_FREE_HELP)
