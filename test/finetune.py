@@ -81,6 +81,7 @@ from utils.files import append_jsonl
 from utils.layout import resolve_hflip
 from utils.metrics import AverageMeter, topk_accuracy
 from utils.precision import grad_scaler, to_channels_last
+from utils.split_checks import small_validation
 from utils.video_data import MultiViewClipDataset, fill_frame_caches
 from utils.video_index import VideoEntry, holdout_split, load_split
 from utils.views import view_backbone
@@ -436,6 +437,8 @@ def finetune(args: argparse.Namespace, amp_dtype: torch.dtype | None = None, inf
     if not val_entries:
         log.warning("fine-tuning: no validation video (every class has a single training video, which stays in "
                     "training): epochs are not validated and the best checkpoint is the last epoch's")
+    else:
+        small_validation(len(val_entries), "fine-tuning")
     if args.resume is None and args.pretrain is None:
         raise ValueError("--pretrain is required for fine-tuning: a checkpoint path, or 'random' for the baseline")
     if args.keep_last < 1:

@@ -400,13 +400,18 @@ def test_finetuning_resume_takes_the_runs_flags_and_refuses_an_older_checkpoint(
         cli.main(_bare_args(tree, "--resume", str(model_dir / "mode_imgs_epoch1.pth.tar"), "--epochs", "3"))
 
 
+def _lists_of(tree, folder: Path, keep) -> Path:
+    """The tree's lists in ``folder``, the train list cut to the rows ``keep`` accepts."""
+    folder.mkdir()
+    (folder / "classInd.txt").write_text((tree["lists"] / "classInd.txt").read_text())
+    rows = [row for row in (tree["lists"] / "train_split01.csv").read_text().splitlines() if keep(row)]
+    (folder / "train_split01.csv").write_text("".join(f"{row}\n" for row in rows))
+    (folder / "test_split01.csv").write_text((tree["lists"] / "test_split01.csv").read_text())
+    return folder
+
+
 def test_finetuning_without_validation_videos_says_so_once_and_keeps_the_last_epoch(tree, tmp_path, caplog):
-    lists = tmp_path / "lists"
-    lists.mkdir()
-    (lists / "classInd.txt").write_text((tree["lists"] / "classInd.txt").read_text())
-    first_of_each = [row for row in (tree["lists"] / "train_split01.csv").read_text().splitlines() if "_v0," in row]
-    (lists / "train_split01.csv").write_text("".join(f"{row}\n" for row in first_of_each))  # one video per class
-    (lists / "test_split01.csv").write_text((tree["lists"] / "test_split01.csv").read_text())
+    lists = _lists_of(tree, tmp_path / "lists", lambda row: "_v0," in row)  # one video per class
     caplog.set_level(logging.INFO, logger="cocon.test")
     args = _args(tree, "--modality", "imgs", "--pretrain", "random", "--epochs", "2", "--save_dir", str(tmp_path / "runs"))
     args.csv_root = lists
@@ -417,6 +422,15 @@ def test_finetuning_without_validation_videos_says_so_once_and_keeps_the_last_ep
     assert best["epoch"] == 2 and best["best_epoch"] == 2
     records = [json.loads(line) for line in (Path(result["exp"]) / "log.jsonl").read_text().splitlines()]
     assert [r["val"] for r in records] == [None, None]
+
+
+def test_finetuning_validated_on_one_video_says_so(tree, tmp_path, caplog):
+    lists = _lists_of(tree, tmp_path / "lists", lambda row: "_v0," in row or "red_v1," in row)  # red has 2 videos
+    args = _args(tree, "--modality", "imgs", "--pretrain", "random", "--epochs", "1", "--save_dir", str(tmp_path / "runs"))
+    args.csv_root = lists
+    with caplog.at_level(logging.WARNING, logger="cocon.data"):
+        cli.main(args)
+    assert "fine-tuning: 1 validation video: the 'best' checkpoint would be chosen on one video" in caplog.text
 
 
 def test_the_feature_cache_is_not_reused_after_the_frames_are_extracted_again(tree, tmp_path):
