@@ -28,6 +28,7 @@ import torch
 from utils.cli_options import HelpFormatter
 from utils.clip_sampling import clip_indices
 from utils.frame_reader import COLOR_DECODE_FLAGS, GRAY_DECODE_FLAGS
+from utils.precision import describe_cpu
 from utils.video_data import MultiViewClipDataset
 from utils.video_index import VideoEntry
 from utils.views import VIEWS
@@ -176,7 +177,7 @@ def main(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """Run and print the loader benchmark; return its figures."""
     torch.set_num_threads(1)  # as in a DataLoader worker
     results = bench_loader(args)
-    print(f"clip loader, {args.num_seq} blocks x {args.seq_len} frames, stride {args.ds}, 1 thread, "
+    print(f"{describe_cpu()}; clip loader, {args.num_seq} blocks x {args.seq_len} frames, stride {args.ds}, 1 thread, "
           f"{'CPU' if args.clock == 'cpu' else 'wall'} time")
     report(results, args.frame_height)
     return results

@@ -21,6 +21,7 @@ import numpy as np
 from process_data.extract_flow import TVL1_PRESETS, make_flow_fn
 from process_data.extract_frame import extract_video
 from utils.cli_options import HelpFormatter
+from utils.precision import describe_cpu
 
 FLOW_METHODS = [("tvl1", "accurate"), ("tvl1", "fast"), ("farneback", "accurate"), ("dis", "accurate")]
 
@@ -103,7 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     if args.threads > 0:
         cv2.setNumThreads(args.threads)
-    print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} thread(s); tvl1 fast = {TVL1_PRESETS['fast']}")
+    print(f"{describe_cpu()}; OpenCV {cv2.__version__}, {cv2.getNumThreads()} thread(s); tvl1 fast = {TVL1_PRESETS['fast']}")
     with tempfile.TemporaryDirectory() as tmp:
         fps = bench_frames(Path(tmp), args.frames, args.repeats)
     print(f"frame extraction 480x360 MJPG -> short side 240, JPEG q80: {fps:.1f} frames/s")

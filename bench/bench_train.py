@@ -40,7 +40,7 @@ from train.model_trainer import main as pretrain
 from train.pretrain_loop import forward_views
 from utils.augmentation import model_input
 from utils.cli_options import HelpFormatter
-from utils.precision import amp_dtype_for, autocast, describe_amp, match_layout, to_channels_last
+from utils.precision import amp_dtype_for, autocast, describe_amp, describe_cpu, match_layout, to_channels_last
 from utils.views import VIEWS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +193,8 @@ def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(threads)
     if args.schedule_epochs > 0:
         results["schedule"] = bench_schedule(args)
-    print(f"{args.net}, views {'+'.join(BENCH_VIEWS)}, batch {args.batch_size} x {args.num_seq} blocks x "
-          f"{args.seq_len} frames, {results['threads']} torch threads")
+    print(f"{describe_cpu()}; {args.net}, views {'+'.join(BENCH_VIEWS)}, batch {args.batch_size} x {args.num_seq} "
+          f"blocks x {args.seq_len} frames, {results['threads']} torch threads")
     for img_dim in args.sizes:
         fp32, amp = results[f"step_{img_dim}_fp32"], results[f"step_{img_dim}_amp"]
         for r in (fp32, amp):
