@@ -17,11 +17,12 @@ import argparse
 import torch
 from torch import nn
 
+from utils.cli_options import HelpFormatter
 from utils.precision import Conv3d, describe_cpu
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--trials", type=int, default=5, help="bf16 runs per shape")
     parser.add_argument("--channels", type=int, default=64, help="input and output channels")
     parser.add_argument("--side", type=int, default=4, help="height and width of the input")
