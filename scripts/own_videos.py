@@ -95,7 +95,8 @@ def main(args: argparse.Namespace) -> dict:
     results = {view: json.loads(next(path.parent.glob("test_results.json")).read_text())["top1"]
                for view, path in probs.items()}
     results["ensemble"] = json.loads((runs / "ensemble" / "ensemble_results.json").read_text())["top1"]
-    summary = {"videos": videos, "split": lists.strip().splitlines()[-3:], "test_top1": results,
+    split = [line for line in lists.splitlines() if line.startswith(("folder split", "train_split", "test_split"))]
+    summary = {"videos": videos, "split": split, "test_top1": results,
                "retrieval": json.loads((runs / "frozen" / "retrieval.json").read_text()), "seconds": run.seconds}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
