@@ -164,15 +164,10 @@ def resume_run_flags(args: argparse.Namespace) -> None:
     Raises:
         UsageError: a flag contradicting the recorded run, naming both values and the args file.
     """
-    if args.resume is None or not Path(args.resume).exists():  # a missing path is reported by utils.run.find_resume
-        return
-    model_dir = run.model_folder(Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent)
-    found = run.recorded_args(model_dir.parent)
+    found = run.resumed_run_args(args.resume)
     if found is None:
-        log.warning("--resume %s: %s has no args file; the run continues with this command line's flags",
-                    args.resume, model_dir.parent)
         return
-    recorded, source = found
+    recorded, source, _ = found
     typed = given_flags(args)
     given = set(vars(args)) if typed is None else typed
     types = {action.dest: action.type for action in get_args_parser()._actions}

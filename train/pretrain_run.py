@@ -96,15 +96,10 @@ def resume_flags(args: argparse.Namespace) -> None:
     Raises:
         UsageError: a flag contradicting the recorded run (naming both values), or other ``--modalities``.
     """
-    if not args.resume or not Path(args.resume).exists():  # a missing path is reported by utils.run.find_resume
-        return
-    model_dir = run.model_folder(Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent)
-    found = run.recorded_args(model_dir.parent)
+    found = run.resumed_run_args(args.resume)
     if found is None:
-        log.warning("--resume %s: %s has no args.json; the run continues with the flags of this command line",
-                    args.resume, model_dir.parent)
         return
-    recorded, source = found
+    recorded, source, exp_dir = found
     parser = get_args_parser()
     defaults = vars(parser.parse_args([]))
     given = run.jsonable_args(args)
@@ -118,13 +113,12 @@ def resume_flags(args: argparse.Namespace) -> None:
         flag = _option(parser, dest)
         if dest in RESUME_FOLDER or dest not in typed:
             if dest in typed:
-                log.warning("%s %s is ignored: the resumed run continues in its own folder %s", flag, given[dest],
-                            model_dir.parent)
+                log.warning("%s %s is ignored: the resumed run continues in its own folder %s", flag, given[dest], exp_dir)
             setattr(args, dest, value)
             taken.append(f"{flag} {value}")
         elif dest == "modalities":
             raise UsageError(
-                f"--modalities {args.modalities}: the run in {model_dir.parent} trained {value} ({source.name}); a resumed "
+                f"--modalities {args.modalities}: the run in {exp_dir} trained {value} ({source.name}); a resumed "
                 "run continues all of its views (leave --modalities out), a run of other views needs another --prefix"
             )
         elif dest in RESUME_OVERRIDES:

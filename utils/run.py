@@ -455,6 +455,24 @@ def refuse_older_resume(path: Path, model_dir: Path, views: Iterable[str], epoch
         )
 
 
+def resumed_run_args(resume: str | Path | None) -> tuple[dict, Path, Path] | None:
+    """The recorded flags of the run ``--resume`` continues (a checkpoint, a ``model/`` or an experiment folder).
+
+    Returns:
+        ``(flags, their args file, the experiment folder)``; ``None`` without ``--resume``, for a path that does
+        not exist (:func:`find_resume` reports it) or, with a warning, for a run that left no args file.
+    """
+    if not resume or not Path(resume).exists():
+        return None
+    model_dir = model_folder(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
+    found = recorded_args(model_dir.parent)
+    if found is None:
+        log.warning("--resume %s: %s has no args file; the run continues with this command line's flags",
+                    resume, model_dir.parent)
+        return None
+    return found[0], found[1], model_dir.parent
+
+
 def recorded_args(exp_dir: Path) -> tuple[dict, Path] | None:
     """The flags of the newest run of an experiment: its newest ``args_resume<N>.json``, else ``args.json``.
 
