@@ -79,8 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; the table gives mean ± std")
     run.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
     run.add_argument("--num_workers", type=int, default=2, help="data loading processes")
-    run.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                     help="bf16 autocast in pretraining and evaluation (CPUs with AVX512-BF16 or AMX, CUDA)")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                     help="bf16 autocast in pretraining and evaluation where the CPU has it (AVX512-BF16 or AMX; "
+                          "float32 elsewhere, with a warning) or on CUDA; --no-amp: float32")
     return parser
 
 
