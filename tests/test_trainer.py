@@ -264,7 +264,7 @@ def test_training_lowers_the_loss(csv_root, tmp_path):
     (["--seg_restore_ckpt", "x.pth.tar"], ValueError, "--seg_restore_ckpt .* not in --modalities"),
     (["--imgs_restore_ckpt", "/no/such.pth.tar"], Exception, "/no/such.pth.tar does not exist"),
     (["--resume", "/no/such/model"], FileNotFoundError, "--resume /no/such/model"),
-    (["--batch_size", "64"], ValueError, r"--batch_size 64 × 1 GPU\(s\) = 64 clips .* 8 training videos of this process"),
+    (["--batch_size", "64"], ValueError, r"--batch_size: 64 clips per step exceed the 8 training videos of .*train_split01.csv"),
     (["--resume", "x", "--flow_restore_ckpt", "y"], ValueError, "--resume and --flow_restore_ckpt are exclusive"),
     (["--grad_diag_freq", "-1"], ValueError, "--grad_diag_freq must be >= 0"),
     (["--lr", "-1"], ValueError, "--lr must be > 0, got -1"),
@@ -280,8 +280,8 @@ def test_bad_flags_fail_at_start(csv_root, tmp_path, monkeypatch, extra, error, 
 def test_missing_dataset_and_view_on_disk(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--dataset no_such_set.*write_csv.py"):
         main(_args(None, tmp_path, "--dataset", "no_such_set"))
-    rgb_only = make_tiny_dataset(tmp_path / "rgb", videos_per_class=2, num_frames=10, views=("imgs",))
-    with pytest.raises(FileNotFoundError, match=r"flow: 2 missing"):
+    rgb_only = make_tiny_dataset(tmp_path / "rgb", videos_per_class=4, num_frames=10, views=("imgs",))
+    with pytest.raises(FileNotFoundError, match=r"flow: 6 missing"):
         main(_args(rgb_only, tmp_path, views="imgs_flow"))
 
 
