@@ -262,13 +262,6 @@ def random_colour_transform(rng: np.random.Generator, mean_rgb: np.ndarray | tor
     return matrices[0], offsets[0]
 
 
-def normalize(clip: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Per-channel ``(x - mean) / std`` of a ``[T, C, H, W]`` clip."""
-    mean_t = torch.tensor(mean, dtype=clip.dtype).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=clip.dtype).view(1, -1, 1, 1)
-    return (clip - mean_t) / std_t
-
-
 def hflip_uint8(clip: np.ndarray, view: View) -> np.ndarray:
     """Mirror uint8 ``[T, H, W, C]`` frames left-right, sign- and channel-correct for ``view``.
 
@@ -425,15 +418,6 @@ def model_input(x: torch.Tensor, view: str, device: torch.device | str) -> torch
     return normalise_input(x.to(device, non_blocking=True), VIEWS[view])
 
 
-def to_float(clip: np.ndarray, view: View, seq_len: int | None = None) -> torch.Tensor:
-    """uint8 ``[T, S, S, C]`` frames as the encoder's float: :func:`to_blocks_uint8`, then :func:`normalise_input`.
-
-    Returns:
-        float32 ``[T/SL, C, SL, S, S]`` with ``seq_len``, else ``[T, C, S, S]``.
-    """
-    return normalise_input(to_blocks_uint8(clip, seq_len), view, -4 if seq_len is not None else -3)
-
-
 def transform_view(
     clip: torch.Tensor | np.ndarray,
     view: View,
@@ -460,4 +444,5 @@ def transform_view(
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise ValueError(f"expected uint8 frames [T, H, W, C], got {frames.dtype} {frames.shape}")
     small = crop_resize_uint8(frames, geometry, size)
-    return to_float(augment_uint8(small, view, geometry.flip, rng, colour_jitter=colour_jitter), view)
+    augmented = augment_uint8(small, view, geometry.flip, rng, colour_jitter=colour_jitter)
+    return normalise_input(to_blocks_uint8(augmented), view, channel_dim=-3)  # [T, C, size, size]
