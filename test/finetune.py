@@ -158,8 +158,9 @@ _NOT_RECORDED = frozenset({"resume", "test", "num_workers", "gpu", "device", "ca
 def resume_run_flags(args: argparse.Namespace) -> None:
     """Give a ``--resume`` run the flags of the fine-tuning run it continues (in place), from its newest args file.
 
-    A flag the command line leaves out takes the recorded value; one given with another value is refused,
-    except :data:`RESUME_FREE` (logged). A namespace from an untracked parser counts every flag as given.
+    A flag the command line leaves out takes the recorded value; one given with another value is refused
+    unless it is in :data:`RESUME_FREE` (then logged). A namespace from an untracked parser counts every flag
+    as given.
 
     Raises:
         UsageError: a flag contradicting the recorded run, naming both values and the args file.
