@@ -7,7 +7,7 @@ Each clip is one square of its own colour on a plain background of its own shade
 (bouncing off the borders) at 0.8-1.5 px per frame: between two consecutive 4-frame blocks it moves 3-6 px, and
 its colour alone tells the clips of a batch apart. A DPC-RNN (the repo's model and CPC loss, the demo's clip
 shape: 5 blocks of 4 frames, 2 predicted) is trained with Adam on fresh random clips, and every
-``--eval_every`` steps :func:`train.diagnostics.cpc_parts` is measured on 64 fixed held-out clips: "which clip"
+``--eval_every`` steps :func:`train.diagnostics.heldout_cpc_parts` is measured on 64 fixed held-out clips: "which clip"
 (chance 1/batch), "which moment" (the clip's other future block at the same place, chance 1/2) and "which
 place". If "which clip" reaches 1 long before "which moment" leaves 1/2, CPC first settles on features that do
 not change within a clip, and motion is learnt only after that — what the synthetic benchmark's DPC shows.
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from train.diagnostics import cpc_parts
+from train.diagnostics import heldout_cpc_parts
 from train.losses import cpc_loss
 from train.model_3d import DPCRNN
 from utils.cli_options import HelpFormatter
@@ -64,12 +64,12 @@ def moving_squares(rng: np.random.Generator, clips: int, side: int) -> torch.Ten
     return (blocks - 0.3) / 0.3
 
 
-@torch.no_grad()
 def heldout_parts(model: DPCRNN, batches: list[torch.Tensor]) -> dict[str, float]:
+    """"clip", "moment" and (with a map larger than 1x1) "place" rates of the model in eval mode on ``batches``."""
     model.eval()
-    parts = [cpc_parts({"v": model(x)}, 1.0) for x in batches]
+    rates = heldout_cpc_parts(model, "v", batches)
     model.train()
-    return {key.split("_")[1]: float(np.mean([p[key] for p in parts])) for key in parts[0]}
+    return {part: rates[key] for part in ("clip", "moment", "place") if (key := f"cpc_{part}_top1/v") in rates}
 
 
 def main(args: argparse.Namespace) -> None:
